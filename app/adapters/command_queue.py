@@ -1,0 +1,25 @@
+"""Sends jobs to the Celery workers through the Redis broker."""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+EXECUTE_COMMAND = "wallet.execute_command"
+COMMANDS_QUEUE = "commands"
+
+
+def enqueue(job_id: str) -> bool:
+    """Publish the job's task (task id = job id). False when the broker is unreachable.
+
+    The job row is already committed, so a failed publish loses nothing: the
+    sweeper re-enqueues jobs left queued.
+    """
+    from tasks import celery_app  # the composition root of the workers
+
+    try:
+        celery_app.send_task(EXECUTE_COMMAND, args=[job_id], task_id=job_id, queue=COMMANDS_QUEUE)
+        return True
+    except Exception:  # noqa: BLE001 - any broker failure; the sweeper recovers the job
+        log.warning("could not enqueue job %s; the sweeper will re-enqueue it", job_id, exc_info=True)
+        return False

@@ -1,0 +1,154 @@
+"""The write side's SQL: every statement a command runs, on one connection.
+
+A `WalletStore` never commits; the caller's transaction is the unit of work,
+so balances, journal rows, outbox rows and the job's status commit together.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, text
+
+from app.domain.errors import ConcurrencyConflict
+from app.domain.ledger import Entry, Wallet
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: str
+    tenant_id: str
+    type: str
+    payload: dict
+    request_id: str
+    lost_deliveries: int
+
+
+_CLAIM = text("""
+    UPDATE jobs
+       SET status = 'running',
+           attempts = attempts + 1,
+           -- a delivery that finds the job already running means the last one died
+           lost_deliveries = lost_deliveries + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+           updated_at = now()
+     WHERE id = :id AND status IN ('queued', 'running')
+ RETURNING id, tenant_id, type, payload, request_id, lost_deliveries
+""")
+
+_SAVE_WALLET = text("""
+    UPDATE wallets SET balance = :balance, version = :version, status = :status, updated_at = :now
+     WHERE id = :id AND version = :expected_version
+""")
+
+_FINISH = text("""
+    UPDATE jobs
+       SET status = :status, result = CAST(:result AS jsonb), error = CAST(:error AS jsonb),
+           attempts = attempts + :extra_attempts, updated_at = now(), completed_at = now()
+     WHERE id = :id AND status = 'running'
+""")
+
+
+class WalletStore:
+    """SQL of the command path, bound to one connection inside a transaction."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    # jobs -----------------------------------------------------------------
+
+    def claim_job(self, job_id: str) -> ClaimedJob | None:
+        """Mark a job running and count the try; None when it is already final."""
+        row = self.conn.execute(_CLAIM, {"id": job_id}).mappings().first()
+        return ClaimedJob(**row) if row else None
+
+    def finish_job(self, job_id: str, *, status: str, result: dict | None = None,
+                   error: dict | None = None, extra_attempts: int = 0) -> bool:
+        """Make a running job final; False when another delivery already did."""
+        res = self.conn.execute(_FINISH, {
+            "id": job_id, "status": status, "extra_attempts": extra_attempts,
+            "result": json.dumps(result) if result is not None else None,
+            "error": json.dumps(error) if error is not None else None,
+        })
+        return res.rowcount == 1
+
+    def release_job(self, job_id: str, extra_attempts: int = 0) -> None:
+        """Put a running job back to queued before it is retried on purpose."""
+        self.conn.execute(text("""
+            UPDATE jobs SET status = 'queued', attempts = attempts + :extra, updated_at = now(), enqueued_at = now()
+             WHERE id = :id AND status = 'running'
+        """), {"id": job_id, "extra": extra_attempts})
+
+    def job_status(self, job_id: str) -> str | None:
+        return self.conn.execute(text("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}).scalar()
+
+    # wallets --------------------------------------------------------------
+
+    def load_wallets(self, ids: list[str]) -> dict[str, Wallet]:
+        rows = self.conn.execute(text("""
+            SELECT id::text, tenant_id, user_id, currency, balance, status, version
+              FROM wallets WHERE id = ANY(CAST(:ids AS uuid[]))
+        """), {"ids": ids}).mappings()
+        return {r["id"]: Wallet(**r) for r in rows}
+
+    def insert_wallet(self, wallet: Wallet, now: datetime) -> bool:
+        """Create a wallet; False if one with that id exists (an earlier delivery)."""
+        res = self.conn.execute(text("""
+            INSERT INTO wallets (id, tenant_id, user_id, currency, balance, status, version, created_at, updated_at)
+            VALUES (:id, :tenant_id, :user_id, :currency, :balance, :status, :version, :now, :now)
+            ON CONFLICT (id) DO NOTHING
+        """), {**wallet.__dict__, "now": now})
+        return res.rowcount == 1
+
+    def save_wallet(self, wallet: Wallet, now: datetime) -> None:
+        """Write a wallet's new state if nobody changed it since it was read (optimistic lock)."""
+        res = self.conn.execute(_SAVE_WALLET, {
+            "id": wallet.id, "balance": wallet.balance, "version": wallet.version, "status": wallet.status,
+            "expected_version": wallet.version - 1, "now": now,
+        })
+        if res.rowcount != 1:
+            raise ConcurrencyConflict(f"wallet {wallet.id} changed since version {wallet.version - 1}")
+
+    # journal and outbox ---------------------------------------------------
+
+    def record_entry(self, entry: Entry, *, job: ClaimedJob, now: datetime) -> str:
+        """Insert a journal entry and its postings; returns the transaction id."""
+        entry_id = str(uuid.uuid4())
+        wallet_after = entry.wallet_after(entry.wallet_id)
+        counterparty_after = entry.wallet_after(entry.counterparty_wallet_id)
+        self.conn.execute(text("""
+            INSERT INTO journal_entries (id, job_id, tenant_id, type, currency, amount, wallet_id,
+                counterparty_wallet_id, balance_after, counterparty_balance_after, reference, request_id, created_at)
+            VALUES (:id, :job_id, :tenant_id, :type, :currency, :amount, :wallet_id,
+                :counterparty_wallet_id, :balance_after, :counterparty_balance_after, :reference, :request_id, :now)
+        """), {
+            "id": entry_id, "job_id": job.id, "tenant_id": job.tenant_id, "type": entry.type,
+            "currency": entry.currency, "amount": entry.amount, "wallet_id": entry.wallet_id,
+            "counterparty_wallet_id": entry.counterparty_wallet_id,
+            "balance_after": wallet_after.balance if wallet_after else None,
+            "counterparty_balance_after": counterparty_after.balance if counterparty_after else None,
+            "reference": entry.reference, "request_id": job.request_id, "now": now,
+        })
+        self.conn.execute(text("""
+            INSERT INTO postings (entry_id, job_id, account, wallet_id, currency, amount, balance_after,
+                wallet_version, created_at)
+            VALUES (:entry_id, :job_id, :account, :wallet_id, :currency, :amount, :balance_after,
+                :wallet_version, :now)
+        """), [{
+            "entry_id": entry_id, "job_id": job.id, "account": p.account, "currency": entry.currency,
+            "amount": p.amount, "now": now,
+            "wallet_id": p.wallet_after.id if p.wallet_after else None,
+            "balance_after": p.wallet_after.balance if p.wallet_after else None,
+            "wallet_version": p.wallet_after.version if p.wallet_after else None,
+        } for p in entry.postings])
+        return entry_id
+
+    def add_events(self, events: list[dict]) -> None:
+        """Queue events in the outbox; the relay publishes them after this commits."""
+        self.conn.execute(text("""
+            INSERT INTO outbox (aggregatetype, aggregateid, type, payload, created_at)
+            VALUES ('wallet', :key, :type, CAST(:payload AS jsonb), now())
+        """), [{"key": e["wallet_id"], "type": e["event_type"], "payload": json.dumps(e)} for e in events])
+        # Wakes the relay at commit (NOTIFY is transactional), so events need not wait for a poll.
+        self.conn.execute(text("SELECT pg_notify('outbox', '')"))

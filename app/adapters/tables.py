@@ -1,0 +1,120 @@
+"""PostgreSQL tables of the write side, as SQLAlchemy Core metadata.
+
+The Alembic migrations create them; `alembic check` in the test suite keeps the
+two in step.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Identity, Index, Integer, MetaData,
+    Numeric, Table, Text, UniqueConstraint, text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+MONEY = Numeric(38, 3)
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+NOW = text("now()")
+
+wallets = Table(
+    "wallets", metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("balance", MONEY, nullable=False, server_default="0"),
+    Column("status", Text, nullable=False, server_default="active"),
+    Column("version", BigInteger, nullable=False, server_default="1"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # The last line of defence: no code path may take a wallet below zero.
+    CheckConstraint("balance >= 0", name="balance_not_negative"),
+    CheckConstraint("status IN ('active', 'frozen', 'closed')", name="status_known"),
+    Index(None, "tenant_id", "user_id", "created_at"),
+)
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),  # also the Celery task id
+    Column("tenant_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="queued"),
+    Column("payload", JSONB, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lost_deliveries", Integer, nullable=False, server_default="0"),
+    Column("result", JSONB),
+    Column("error", JSONB),
+    Column("request_id", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("enqueued_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("completed_at", DateTime(timezone=True)),
+    CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')", name="status_known"),
+    Index("ix_jobs_unfinished", "status", "enqueued_at", postgresql_where=text("status IN ('queued', 'running')")),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("fingerprint", Text, nullable=False),  # sha256 of method, path and body
+    Column("job_id", UUID(as_uuid=False), ForeignKey("jobs.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Index(None, "created_at"),
+)
+
+journal_entries = Table(
+    "journal_entries", metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),  # the transaction id clients see
+    Column("job_id", UUID(as_uuid=False), ForeignKey("jobs.id"), nullable=False, unique=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("amount", MONEY, nullable=False),
+    Column("wallet_id", UUID(as_uuid=False), ForeignKey("wallets.id"), nullable=False),
+    Column("counterparty_wallet_id", UUID(as_uuid=False), ForeignKey("wallets.id")),
+    Column("balance_after", MONEY),
+    Column("counterparty_balance_after", MONEY),
+    Column("reference", Text),
+    Column("request_id", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("amount > 0", name="amount_positive"),
+)
+
+postings = Table(
+    "postings", metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("entry_id", UUID(as_uuid=False), ForeignKey("journal_entries.id"), nullable=False),
+    Column("job_id", UUID(as_uuid=False), nullable=False),
+    Column("account", Text, nullable=False),  # a wallet id, or a system account such as system:funding
+    Column("wallet_id", UUID(as_uuid=False), ForeignKey("wallets.id")),
+    Column("currency", Text, nullable=False),
+    Column("amount", MONEY, nullable=False),  # signed: positive raises the account's balance
+    Column("balance_after", MONEY),
+    Column("wallet_version", BigInteger),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # A job moves money on an account at most once, however often it is delivered.
+    UniqueConstraint("job_id", "account"),
+    CheckConstraint("amount <> 0", name="amount_not_zero"),
+    Index("ix_postings_wallet_version", "wallet_id", "wallet_version", postgresql_where=text("wallet_id IS NOT NULL")),
+    Index(None, "entry_id"),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("aggregatetype", Text, nullable=False),
+    Column("aggregateid", Text, nullable=False),  # the Kafka key: the wallet id
+    Column("type", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("published_at", DateTime(timezone=True)),
+    Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+)

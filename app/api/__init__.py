@@ -1,0 +1,19 @@
+"""The Wallet API: a Flask application factory (`create_app`)."""
+from __future__ import annotations
+
+from flask import Flask
+
+from app.api import context, health, jobs, problems, wallets
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(__name__, static_folder=None)
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024, JSON_SORT_KEYS=False)
+    if test_config:
+        app.config.update(test_config)
+    app.json.sort_keys = False
+    context.register(app)
+    problems.register(app)
+    for module in (health, wallets, jobs):
+        app.register_blueprint(module.bp)
+    return app

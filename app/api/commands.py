@@ -1,0 +1,68 @@
+"""Answering a command: 202 + job (or the final job with Prefer: wait)."""
+from __future__ import annotations
+
+import re
+import time
+
+from flask import Response, jsonify, request
+
+from app.api.context import current_tenant, json_body, request_id
+from app.api.problems import ApiError
+from app.config import settings
+from app.services import queries, submission
+from app.services.views import job_view
+
+_IDEMPOTENCY_KEY = re.compile(r"\A[\x20-\x7e]{1,255}\Z")
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+FINAL = ("succeeded", "failed")
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise ApiError("VALIDATION_FAILED", "Idempotency-Key must be 1-255 printable characters",
+                       errors={"Idempotency-Key": ["must be 1-255 printable characters"]})
+    return key
+
+
+def _prefer_wait() -> int | None:
+    match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    return None if match is None else min(int(match.group(1)), settings().max_wait_seconds)
+
+
+def wait_until_final(job_id: str, seconds: float) -> dict | None:
+    """Poll the job until it is final or the time is up."""
+    deadline = time.monotonic() + seconds
+    pause = 0.005
+    while True:
+        job = queries.get_job(job_id, None)
+        if job is None or job["status"] in FINAL or time.monotonic() >= deadline:
+            return job
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 1.5, 0.1)
+
+
+def accept(command_type: str, command) -> Response:
+    """Record the command as a job and answer 202 (or 200 for a replay or a finished wait)."""
+    key = _idempotency_key()
+    wait = _prefer_wait()
+    accepted = submission.submit(
+        command_type, command, tenant_id=current_tenant(), request_id=request_id(), idempotency_key=key,
+        request_fingerprint=submission.fingerprint(request.method, request.path, json_body()) if key else None,
+    )
+    job = job_view(accepted.job)
+    if wait is not None and job["status"] not in FINAL:
+        job = wait_until_final(job["id"], wait) or job
+    status = 200 if accepted.replayed or job["status"] in FINAL else 202
+    response = jsonify(job)
+    response.status_code = status
+    response.headers["Location"] = f"/jobs/{job['id']}"
+    if accepted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    if wait is not None:
+        response.headers["Preference-Applied"] = f"wait={wait}"
+    if job["status"] not in FINAL:
+        response.headers["Retry-After"] = "1"
+    return response

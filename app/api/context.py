@@ -1,0 +1,46 @@
+"""Per-request context: request id, caller's tenant, JSON body parsing."""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from flask import Flask, g, request
+
+from app.api.problems import ApiError
+
+_PRINTABLE = re.compile(r"\A[\x21-\x7e]{1,200}\Z")
+DEFAULT_TENANT = "default"
+
+
+def request_id() -> str:
+    return g.request_id
+
+
+def current_tenant() -> str:
+    """The tenant whose data this request may see."""
+    return getattr(g, "tenant_id", DEFAULT_TENANT)
+
+
+def json_body() -> object:
+    """The parsed JSON body; an empty body reads as {}. Malformed JSON is a 400."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError("MALFORMED_JSON", "the request body is not valid JSON") from e
+
+
+def register(app: Flask) -> None:
+    @app.before_request
+    def _assign_request_id():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _PRINTABLE.match(incoming) else str(uuid.uuid4())
+
+    @app.after_request
+    def _echo_request_id(response):
+        if "request_id" in g:
+            response.headers["X-Request-ID"] = g.request_id
+        return response

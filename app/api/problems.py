@@ -1,0 +1,83 @@
+"""Errors as RFC 9457 problem details; the one table from error code to HTTP status."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, json
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from app.domain.errors import WalletError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+# code -> (HTTP status, title)
+PROBLEMS: dict[str, tuple[int, str]] = {
+    "MALFORMED_JSON": (400, "Malformed JSON"),
+    "UNAUTHENTICATED": (401, "Authentication required"),
+    "INSUFFICIENT_SCOPE": (403, "Insufficient scope"),
+    "NOT_FOUND": (404, "Not found"),
+    "WALLET_NOT_FOUND": (404, "Wallet not found"),
+    "JOB_NOT_FOUND": (404, "Job not found"),
+    "METHOD_NOT_ALLOWED": (405, "Method not allowed"),
+    "PAYLOAD_TOO_LARGE": (413, "Payload too large"),
+    "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported media type"),
+    "VALIDATION_FAILED": (422, "Validation failed"),
+    "IDEMPOTENCY_KEY_REUSED": (422, "Idempotency key reused"),
+    "RATE_LIMIT": (429, "Too many requests"),
+    "INTERNAL_ERROR": (500, "Internal error"),
+    "SERVICE_UNAVAILABLE": (503, "Service unavailable"),
+}
+
+
+class ApiError(Exception):
+    """An error to answer with, by its stable code."""
+
+    def __init__(self, code: str, detail: str, errors: dict | None = None, headers: dict | None = None):
+        super().__init__(detail)
+        self.code, self.detail, self.errors, self.headers = code, detail, errors, headers or {}
+
+
+def problem(code: str, detail: str, errors: dict | None = None, headers: dict | None = None) -> Response:
+    status, title = PROBLEMS.get(code, (422, code.replace("_", " ").capitalize()))
+    body = {"type": f"/problems/{code.lower().replace('_', '-')}", "title": title, "status": status,
+            "detail": detail, "code": code}
+    if errors is not None:
+        body["errors"] = errors
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    response.headers.update(headers or {})
+    return response
+
+
+def validation_failed(errors: dict, detail: str = "the request body is not valid") -> ApiError:
+    return ApiError("VALIDATION_FAILED", detail, errors=errors)
+
+
+def register(app: Flask) -> None:
+    """Turn every error, expected or not, into problem+json without internals."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(e: ApiError):
+        return problem(e.code, e.detail, e.errors, e.headers)
+
+    @app.errorhandler(ValidationError)
+    def _validation(e: ValidationError):
+        messages = e.messages if isinstance(e.messages, dict) else {"_schema": e.messages}
+        return problem("VALIDATION_FAILED", "the request is not valid", messages)
+
+    @app.errorhandler(WalletError)
+    def _domain(e: WalletError):
+        return problem(e.code, e.message)
+
+    @app.errorhandler(HTTPException)
+    def _http(e: HTTPException):
+        code = {400: "MALFORMED_JSON", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
+                415: "UNSUPPORTED_MEDIA_TYPE"}.get(e.code or 500, "INTERNAL_ERROR")
+        return problem(code, e.description or code)
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception):
+        log.exception("unhandled error")
+        return problem("INTERNAL_ERROR", "an internal error occurred; it has been logged")

@@ -1,0 +1,57 @@
+"""Marshmallow schemas of the wallet API's requests and query strings."""
+from __future__ import annotations
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from app.domain.errors import InvalidAmount
+from app.domain.money import SUPPORTED_CURRENCIES, parse_amount
+
+PRINTABLE = validate.Regexp(r"\A[\x20-\x7e]+\Z", error="must contain printable ASCII characters only")
+
+
+class Amount(fields.Field):
+    """A positive amount sent as a plain decimal string (never a JSON number)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            parse_amount(value)  # the currency's precision is checked once the wallet is known
+        except InvalidAmount as e:
+            raise ValidationError(e.message) from e
+        return value
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else str(value)
+
+
+class Reference(fields.String):
+    def __init__(self, **kwargs):
+        super().__init__(load_default=None, allow_none=True, validate=validate.Length(max=255), **kwargs)
+
+
+class CreateWalletSchema(Schema):
+    user_id = fields.String(required=True, validate=[validate.Length(1, 100), PRINTABLE])
+    currency = fields.String(load_default="USD", validate=validate.OneOf(sorted(SUPPORTED_CURRENCIES),
+                                                                         error="must be a supported ISO 4217 code"))
+
+
+class FundSchema(Schema):
+    amount = Amount(required=True, metadata={"type": "string", "example": "100.00"})
+    reference = Reference()
+
+
+class TransferSchema(Schema):
+    to_wallet_id = fields.UUID(required=True)
+    amount = Amount(required=True, metadata={"type": "string", "example": "25.00"})
+    reference = Reference()
+
+
+class PageQuerySchema(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500), strict=False)
+    cursor = fields.String(load_default=None, validate=validate.Length(1, 500))
+
+
+def load(schema: Schema, data) -> dict:
+    """Validate data (raises ValidationError → 422)."""
+    if not isinstance(data, dict):
+        raise ValidationError({"_schema": ["the body must be a JSON object"]})
+    return schema.load(data)

@@ -1,0 +1,70 @@
+"""The one place that reads the environment."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    kafka_bootstrap_servers: str
+    kafka_topic: str
+    kafka_group_id: str
+    api_port: int
+    history_port: int
+    flower_port: int
+    # Optimistic-lock conflicts are retried inside the task this many times
+    # (jittered backoff), then the task is re-queued; a job never fails for it.
+    conflict_retries_in_task: int
+    conflict_backoff_base_ms: float
+    conflict_backoff_cap_ms: float
+    # A command whose worker died this many times is failed ATTEMPTS_EXHAUSTED.
+    max_lost_deliveries: int
+    task_soft_time_limit: int
+    task_time_limit: int
+    # The sweeper re-enqueues jobs queued or running longer than these.
+    requeue_queued_after_s: int
+    requeue_running_after_s: int
+    idempotency_key_ttl_hours: int
+    statement_timeout_ms: int
+    lock_timeout_ms: int
+    max_wait_seconds: int
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """Settings read once per process from the environment."""
+    hard_limit = _int("TASK_TIME_LIMIT", 60)
+    return Settings(
+        database_url=os.environ.get("DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/wallet"),
+        redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        kafka_topic=os.environ.get("KAFKA_TOPIC", "wallet-events"),
+        kafka_group_id=os.environ.get("KAFKA_GROUP_ID", "history-service-group"),
+        api_port=_int("API_PORT", 3000),
+        history_port=_int("HISTORY_PORT", 3001),
+        flower_port=_int("FLOWER_PORT", 5555),
+        conflict_retries_in_task=_int("CONFLICT_RETRIES_IN_TASK", 30),
+        conflict_backoff_base_ms=_float("CONFLICT_BACKOFF_BASE_MS", 1.0),
+        conflict_backoff_cap_ms=_float("CONFLICT_BACKOFF_CAP_MS", 50.0),
+        max_lost_deliveries=_int("MAX_LOST_DELIVERIES", 3),
+        task_soft_time_limit=_int("TASK_SOFT_TIME_LIMIT", 30),
+        task_time_limit=hard_limit,
+        requeue_queued_after_s=_int("REQUEUE_QUEUED_AFTER_S", 30),
+        requeue_running_after_s=_int("REQUEUE_RUNNING_AFTER_S", hard_limit + 30),
+        idempotency_key_ttl_hours=_int("IDEMPOTENCY_KEY_TTL_HOURS", 72),
+        statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", 10000),
+        lock_timeout_ms=_int("DB_LOCK_TIMEOUT_MS", 5000),
+        max_wait_seconds=30,
+    )

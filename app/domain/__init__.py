@@ -1,0 +1,1 @@
+"""Rules of money and wallets. Standard library only."""

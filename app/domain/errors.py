@@ -1,0 +1,50 @@
+"""Domain errors. Each carries a stable code that clients can rely on."""
+from __future__ import annotations
+
+
+class WalletError(Exception):
+    """Base of every rule the domain can refuse; `code` is stable UPPER_SNAKE."""
+
+    code = "WALLET_ERROR"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidAmount(WalletError):
+    code = "VALIDATION_FAILED"
+
+
+class BusinessRuleViolation(WalletError):
+    """A rejection that depends on state; ends a job `failed`, never retried."""
+
+
+class InsufficientFunds(BusinessRuleViolation):
+    code = "INSUFFICIENT_FUNDS"
+
+
+class CurrencyMismatch(BusinessRuleViolation):
+    code = "CURRENCY_MISMATCH"
+
+
+class WalletNotActive(BusinessRuleViolation):
+    code = "WALLET_NOT_ACTIVE"
+
+
+class WalletNotFound(BusinessRuleViolation):
+    code = "WALLET_NOT_FOUND"
+
+
+class AttemptsExhausted(BusinessRuleViolation):
+    code = "ATTEMPTS_EXHAUSTED"
+
+
+class ConcurrencyConflict(Exception):
+    """Another transaction changed a row since it was read (optimistic lock)."""
+
+
+class IdempotencyKeyReused(WalletError):
+    """The same Idempotency-Key came back with a different request."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"

@@ -1,0 +1,1 @@
+"""Use cases: submitting commands, executing them, and the read queries."""

@@ -1,0 +1,111 @@
+"""Executes a job exactly once, however often its task is delivered.
+
+A short transaction claims the job (status running, attempts + 1). The
+command then runs in one transaction that changes balances, writes journal
+and outbox rows and makes the job final; it only commits if the job was still
+running, so a second delivery can never apply it again. Optimistic-lock
+conflicts roll the attempt back and retry here with jittered backoff; business
+rejections end the job failed; anything else is left to the task's retries.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from app.adapters.db import engine
+from app.adapters.store import WalletStore
+from app.config import settings
+from app.domain import commands
+from app.domain.errors import AttemptsExhausted, BusinessRuleViolation, ConcurrencyConflict
+from app.services.handlers import HANDLERS
+
+log = logging.getLogger(__name__)
+
+
+class RetryLater(Exception):
+    """The job could not finish in this delivery; run the task again later."""
+
+    def __init__(self, reason: str, countdown: float):
+        super().__init__(reason)
+        self.countdown = countdown
+
+
+class _AlreadyFinal(Exception):
+    """Another delivery made the job final first; this attempt must roll back."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job_id: str
+    status: str  # succeeded, failed, or already_final
+    conflicts: int = 0
+
+
+def _backoff_seconds(attempt: int) -> float:
+    """Full-jitter exponential backoff, in seconds."""
+    s = settings()
+    cap = min(s.conflict_backoff_cap_ms, s.conflict_backoff_base_ms * (2 ** attempt))
+    return random.uniform(0, cap) / 1000.0
+
+
+def execute_job(job_id: str) -> Outcome:
+    """Apply a job's command once; raises RetryLater when it must run again."""
+    s = settings()
+    with engine().begin() as conn:
+        job = WalletStore(conn).claim_job(job_id)
+    if job is None:
+        return Outcome(job_id, "already_final")
+    if job.lost_deliveries >= s.max_lost_deliveries:
+        error = AttemptsExhausted(f"the worker running this command was lost {job.lost_deliveries} times")
+        return _fail(job_id, error, conflicts=0)
+
+    handler = HANDLERS[job.type]
+    command = commands.from_payload(job.type, job.payload)
+    conflicts = 0
+    for attempt in range(s.conflict_retries_in_task + 1):
+        try:
+            with engine().begin() as conn:
+                store = WalletStore(conn)
+                result = handler(store, job, command)
+                if not store.finish_job(job_id, status="succeeded", result=result, extra_attempts=conflicts):
+                    raise _AlreadyFinal()
+            return Outcome(job_id, "succeeded", conflicts)
+        except ConcurrencyConflict:
+            conflicts += 1
+            time.sleep(_backoff_seconds(attempt))
+        except BusinessRuleViolation as error:
+            return _fail(job_id, error, conflicts)
+        except _AlreadyFinal:
+            return Outcome(job_id, "already_final", conflicts)
+        except IntegrityError:
+            # A unique (job, account) or (job) violation: a concurrent delivery applied it.
+            if _is_final(job_id):
+                return Outcome(job_id, "already_final", conflicts)
+            raise
+    # Still contended: give the slot back and come again, never fail the job for it.
+    with engine().begin() as conn:
+        WalletStore(conn).release_job(job_id, extra_attempts=conflicts)
+    raise RetryLater(f"{conflicts} optimistic-lock conflicts", countdown=random.uniform(0.05, 0.5))
+
+
+def release(job_id: str) -> None:
+    """Hand a running job back to the queue before a deliberate retry."""
+    with engine().begin() as conn:
+        WalletStore(conn).release_job(job_id)
+
+
+def _fail(job_id: str, error: BusinessRuleViolation, conflicts: int) -> Outcome:
+    with engine().begin() as conn:
+        done = WalletStore(conn).finish_job(
+            job_id, status="failed", error={"code": error.code, "message": error.message}, extra_attempts=conflicts,
+        )
+    return Outcome(job_id, "failed" if done else "already_final", conflicts)
+
+
+def _is_final(job_id: str) -> bool:
+    with engine().connect() as conn:
+        return WalletStore(conn).job_status(job_id) in ("succeeded", "failed")

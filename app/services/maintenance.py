@@ -1,0 +1,47 @@
+"""Periodic upkeep: re-enqueue stranded jobs, forget old idempotency keys."""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import text
+
+from app.adapters import command_queue
+from app.adapters.db import engine
+from app.config import settings
+
+log = logging.getLogger(__name__)
+
+
+def requeue_stranded_jobs(limit: int = 1000) -> list[str]:
+    """Re-enqueue jobs whose task was lost: queued too long, or running past the time limit.
+
+    A publish can be lost after the job committed, Redis can lose its data, and
+    a hard time-limit kill acks the task even with acks_late. Re-enqueueing a
+    job whose task still exists is harmless: a job applies at most once.
+    """
+    s = settings()
+    with engine().begin() as conn:
+        ids = conn.execute(text("""
+            UPDATE jobs SET enqueued_at = now()
+             WHERE id IN (
+                SELECT id FROM jobs
+                 WHERE (status = 'queued' AND enqueued_at < now() - make_interval(secs => :queued_after))
+                    OR (status = 'running' AND updated_at < now() - make_interval(secs => :running_after)
+                        AND enqueued_at < now() - make_interval(secs => :running_after))
+                 ORDER BY enqueued_at LIMIT :limit FOR UPDATE SKIP LOCKED)
+            RETURNING id::text
+        """), {"queued_after": s.requeue_queued_after_s, "running_after": s.requeue_running_after_s,
+               "limit": limit}).scalars().all()
+    for job_id in ids:
+        command_queue.enqueue(job_id)
+    if ids:
+        log.warning("re-enqueued %d stranded jobs", len(ids))
+    return ids
+
+
+def purge_idempotency_keys() -> int:
+    """Forget idempotency keys older than their retention (at least 24 h)."""
+    hours = max(24, settings().idempotency_key_ttl_hours)
+    with engine().begin() as conn:
+        return conn.execute(text("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => :h)"),
+                            {"h": hours}).rowcount

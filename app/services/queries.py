@@ -1,0 +1,98 @@
+"""Read side of the wallet API: plain SQL straight to views (no domain needed)."""
+from __future__ import annotations
+
+import base64
+import json
+
+from sqlalchemy import text
+
+from app.adapters.db import engine
+from app.services.views import job_view, transaction_view, wallet_view
+
+JOB_COLUMNS = ("j.id, j.tenant_id, j.type, j.status, j.attempts, j.result, j.error, j.request_id, "
+               "j.created_at, j.updated_at, j.completed_at")
+_WALLET_COLUMNS = "w.id, w.tenant_id, w.user_id, w.currency, w.balance, w.status, w.version, w.created_at, w.updated_at"
+
+
+class InvalidCursor(ValueError):
+    """A cursor that this service did not issue."""
+
+
+def encode_cursor(values: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *keys: str) -> dict:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(values, dict) or set(values) != set(keys):
+            raise ValueError
+        return values
+    except ValueError as exc:
+        raise InvalidCursor("malformed cursor") from exc
+
+
+def _tenant_clause(alias: str, tenant_id: str | None) -> str:
+    """Restrict to one tenant; None (an admin) sees every tenant."""
+    return "" if tenant_id is None else f" AND {alias}.tenant_id = :tenant"
+
+
+def wallet_row(wallet_id: str, tenant_id: str | None) -> dict | None:
+    """The wallet's row if it exists for this tenant."""
+    with engine().connect() as conn:
+        row = conn.execute(text(f"SELECT {_WALLET_COLUMNS} FROM wallets w WHERE w.id = CAST(:id AS uuid)"
+                                + _tenant_clause("w", tenant_id)),
+                           {"id": wallet_id, "tenant": tenant_id}).mappings().first()
+    return dict(row) if row else None
+
+
+def get_wallet(wallet_id: str, tenant_id: str | None) -> dict | None:
+    row = wallet_row(wallet_id, tenant_id)
+    return wallet_view(row) if row else None
+
+
+def list_user_wallets(user_id: str, tenant_id: str | None, limit: int, cursor: str | None) -> dict:
+    params = {"user": user_id, "tenant": tenant_id, "limit": limit + 1}
+    after = ""
+    if cursor:
+        c = decode_cursor(cursor, "created_at", "id")
+        after = " AND (w.created_at, w.id) < (CAST(:c_created AS timestamptz), CAST(:c_id AS uuid))"
+        params.update(c_created=c["created_at"], c_id=c["id"])
+    with engine().connect() as conn:
+        rows = conn.execute(text(
+            f"SELECT {_WALLET_COLUMNS} FROM wallets w WHERE w.user_id = :user" + _tenant_clause("w", tenant_id)
+            + after + " ORDER BY w.created_at DESC, w.id DESC LIMIT :limit"), params).mappings().all()
+    items, next_cursor = rows[:limit], None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = encode_cursor({"created_at": last["created_at"].isoformat(), "id": str(last["id"])})
+    return {"items": [wallet_view(r) for r in items], "next_cursor": next_cursor}
+
+
+def list_transactions(wallet_id: str, limit: int, cursor: str | None) -> dict:
+    """A wallet's transactions, newest first, in the wallet's own version order."""
+    params = {"wallet": wallet_id, "limit": limit + 1}
+    after = ""
+    if cursor:
+        version = decode_cursor(cursor, "v")["v"]
+        if not isinstance(version, int):
+            raise InvalidCursor("malformed cursor")
+        after = " AND p.wallet_version < :version"
+        params["version"] = version
+    with engine().connect() as conn:
+        rows = conn.execute(text(
+            "SELECT p.wallet_version, e.* FROM postings p JOIN journal_entries e ON e.id = p.entry_id"
+            " WHERE p.wallet_id = CAST(:wallet AS uuid)" + after
+            + " ORDER BY p.wallet_version DESC LIMIT :limit"), params).mappings().all()
+    items, next_cursor = rows[:limit], None
+    if len(rows) > limit:
+        next_cursor = encode_cursor({"v": items[-1]["wallet_version"]})
+    return {"items": [transaction_view(r) for r in items], "next_cursor": next_cursor}
+
+
+def get_job(job_id: str, tenant_id: str | None) -> dict | None:
+    with engine().connect() as conn:
+        row = conn.execute(text(f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = CAST(:id AS uuid)"
+                                + _tenant_clause("j", tenant_id)),
+                           {"id": job_id, "tenant": tenant_id}).mappings().first()
+    return job_view(row) if row else None

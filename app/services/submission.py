@@ -1,0 +1,74 @@
+"""Accepting a command: a durable job (and idempotency key) first, then the queue."""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from app.adapters import command_queue
+from app.adapters.db import engine
+from app.domain.commands import to_payload
+from app.domain.errors import IdempotencyKeyReused
+from app.services.queries import JOB_COLUMNS
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job: dict  # the job row
+    replayed: bool  # True when an Idempotency-Key matched an earlier request
+
+
+def fingerprint(method: str, path: str, body: object) -> str:
+    """What makes two requests 'the same' for an idempotency key."""
+    canonical = json.dumps([method, path, body], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def submit(command_type: str, command, *, tenant_id: str, request_id: str,
+           idempotency_key: str | None = None, request_fingerprint: str | None = None) -> Accepted:
+    """Record the job durably, then enqueue it; a replayed key returns the first job."""
+    for _ in range(3):
+        try:
+            accepted = _record(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint)
+            break
+        except IntegrityError:
+            continue  # a concurrent request took the same key first: read its job now
+    else:  # pragma: no cover - three lost races in a row
+        raise RuntimeError("could not record the idempotency key")
+    if not accepted.replayed:
+        # After the commit, never before: a worker must find the job row. If this
+        # publish is lost, the sweeper re-enqueues the job.
+        command_queue.enqueue(str(accepted.job["id"]))
+    return accepted
+
+
+def _record(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint) -> Accepted:
+    with engine().begin() as conn:
+        if idempotency_key is not None:
+            existing = conn.execute(text(f"""
+                SELECT k.fingerprint, {JOB_COLUMNS} FROM idempotency_keys k JOIN jobs j ON j.id = k.job_id
+                 WHERE k.tenant_id = :tenant AND k.key = :key
+            """), {"tenant": tenant_id, "key": idempotency_key}).mappings().first()
+            if existing is not None:
+                if existing["fingerprint"] != request_fingerprint:
+                    raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
+                return Accepted(job=dict(existing), replayed=True)
+        job = conn.execute(text(f"""
+            INSERT INTO jobs AS j (id, tenant_id, type, status, payload, request_id)
+            VALUES (:id, :tenant, :type, 'queued', CAST(:payload AS jsonb), :request_id)
+            RETURNING {JOB_COLUMNS}
+        """), {
+            "id": str(uuid.uuid4()), "tenant": tenant_id, "type": command_type,
+            "payload": json.dumps(to_payload(command)), "request_id": request_id,
+        }).mappings().one()
+        if idempotency_key is not None:
+            conn.execute(text("""
+                INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id)
+                VALUES (:tenant, :key, :fingerprint, :job_id)
+            """), {"tenant": tenant_id, "key": idempotency_key, "fingerprint": request_fingerprint,
+                   "job_id": job["id"]})
+    return Accepted(job=dict(job), replayed=False)

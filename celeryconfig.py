@@ -1,0 +1,59 @@
+"""Celery settings for the wallet workers, each with its reason."""
+from kombu import Queue
+
+from app.config import settings
+
+_s = settings()
+
+broker_url = _s.redis_url
+# Job state lives in PostgreSQL (the jobs table), not in a result backend.
+result_backend = None
+task_ignore_result = True
+
+# JSON only: tasks carry ids and primitives, never pickled objects.
+task_serializer = "json"
+accept_content = ["json"]
+
+# Ack after the task ran, and requeue it if its worker process dies, so a
+# killed worker never loses a command (the job's lost-delivery cap stops a
+# command that keeps killing workers).
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_cancel_long_running_tasks_on_connection_loss = True
+
+task_soft_time_limit = _s.task_soft_time_limit
+task_time_limit = _s.task_time_limit
+
+# Redis redelivers unacked tasks after the visibility timeout; keep it well
+# above the hard time limit, and set it everywhere Celery reads it (#9339).
+_visibility_timeout = max(3600, _s.task_time_limit * 4)
+broker_transport_options = {"visibility_timeout": _visibility_timeout}
+result_backend_transport_options = {"visibility_timeout": _visibility_timeout}
+visibility_timeout = _visibility_timeout
+
+# Fail fast when Redis is down at publish time: the job row is durable and the
+# sweeper re-enqueues it, so the API should not hang on the broker.
+broker_connection_timeout = 2
+task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+broker_connection_retry_on_startup = True
+
+task_queues = (Queue("commands"), Queue("maintenance"))
+task_default_queue = "commands"
+task_routes = {
+    "wallet.execute_command": {"queue": "commands"},
+    "wallet.maintenance.*": {"queue": "maintenance"},
+}
+
+# Events for Flower.
+worker_send_task_events = True
+task_send_sent_event = True
+
+# A warm shutdown waits for running tasks; a soft shutdown gives them this long.
+worker_soft_shutdown_timeout = 10.0
+
+beat_schedule = {
+    "requeue-stranded-jobs": {"task": "wallet.maintenance.requeue_stranded_jobs", "schedule": 10.0},
+    "purge-idempotency-keys": {"task": "wallet.maintenance.purge_idempotency_keys", "schedule": 3600.0},
+}
+timezone = "UTC"

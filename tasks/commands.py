@@ -1,0 +1,26 @@
+"""The command task: a thin wrapper over the executor."""
+from __future__ import annotations
+
+from celery import shared_task
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.services import executor
+
+# Faults of infrastructure: retried with backoff, never failing the job.
+TRANSIENT = (OperationalError, DBAPIError, ConnectionError, TimeoutError)
+
+
+@shared_task(name="wallet.execute_command", bind=True, acks_late=True, reject_on_worker_lost=True,
+             max_retries=None, ignore_result=True)
+def execute_command(self, job_id: str) -> str:
+    """Execute the job `job_id` (also the task id) exactly once."""
+    try:
+        return executor.execute_job(job_id).status
+    except executor.RetryLater as later:
+        raise self.retry(countdown=later.countdown)
+    except TRANSIENT as exc:
+        try:
+            executor.release(job_id)
+        except TRANSIENT:
+            pass  # the database is away; the next delivery counts it as lost, the sweeper as stranded
+        raise self.retry(exc=exc, countdown=min(30.0, 0.5 * 2 ** self.request.retries))
