@@ -1,5 +1,5 @@
 """Celery settings for the wallet workers, each with its reason."""
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from app.config import settings
 
@@ -38,8 +38,10 @@ broker_connection_timeout = 2
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 broker_connection_retry_on_startup = True
 
-task_queues = (Queue("commands"), Queue("maintenance"))
+task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("commands", "maintenance"))
 task_default_queue = "commands"
+task_default_exchange = "commands"
+task_default_routing_key = "commands"
 task_routes = {
     "wallet.execute_command": {"queue": "commands"},
     "wallet.maintenance.*": {"queue": "maintenance"},

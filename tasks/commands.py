@@ -8,6 +8,7 @@ from app.services import executor
 
 # Faults of infrastructure: retried with backoff, never failing the job.
 TRANSIENT = (OperationalError, DBAPIError, ConnectionError, TimeoutError)
+UNEXPECTED_ERROR_RETRIES = 3
 
 
 @shared_task(name="wallet.execute_command", bind=True, acks_late=True, reject_on_worker_lost=True,
@@ -24,3 +25,9 @@ def execute_command(self, job_id: str) -> str:
         except TRANSIENT:
             pass  # the database is away; the next delivery counts it as lost, the sweeper as stranded
         raise self.retry(exc=exc, countdown=min(30.0, 0.5 * 2 ** self.request.retries))
+    except Exception as exc:  # a bug, not a fault: a few retries, then the job fails visibly
+        if self.request.retries >= UNEXPECTED_ERROR_RETRIES:
+            executor.fail_unexpected(job_id)
+            raise
+        executor.release(job_id)
+        raise self.retry(exc=exc, countdown=0.5 * 2 ** self.request.retries)

@@ -34,7 +34,7 @@ _CLAIM = text("""
            lost_deliveries = lost_deliveries + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
            updated_at = now()
      WHERE id = :id AND status IN ('queued', 'running')
- RETURNING id, tenant_id, type, payload, request_id, lost_deliveries
+ RETURNING id::text AS id, tenant_id, type, payload, request_id, lost_deliveries
 """)
 
 _SAVE_WALLET = text("""

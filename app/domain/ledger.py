@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from app.domain.errors import CurrencyMismatch, InsufficientFunds, WalletNotActive
+from app.domain.money import format_amount
 
 SYSTEM_FUNDING = "system:funding"
 
@@ -40,7 +41,9 @@ class Wallet:
     def debited(self, amount: Decimal) -> "Wallet":
         self.ensure_active()
         if amount > self.balance:
-            raise InsufficientFunds(f"wallet {self.id} has {self.balance} {self.currency}, needs {amount}")
+            raise InsufficientFunds(
+                f"wallet {self.id} has {format_amount(self.balance, self.currency)} {self.currency} available,"
+                f" needs {format_amount(amount, self.currency)}")
         return replace(self, balance=self.balance - amount, version=self.version + 1)
 
 

@@ -98,6 +98,13 @@ def release(job_id: str) -> None:
         WalletStore(conn).release_job(job_id)
 
 
+def fail_unexpected(job_id: str) -> None:
+    """End a job whose command keeps raising an unexpected error (a bug) as failed."""
+    with engine().begin() as conn:
+        WalletStore(conn).finish_job(job_id, status="failed", error={
+            "code": "INTERNAL_ERROR", "message": "the command could not be executed; the error has been logged"})
+
+
 def _fail(job_id: str, error: BusinessRuleViolation, conflicts: int) -> Outcome:
     with engine().begin() as conn:
         done = WalletStore(conn).finish_job(

@@ -1,0 +1,62 @@
+from decimal import Decimal
+
+import pytest
+
+from app.domain import ledger
+from app.domain.errors import CurrencyMismatch, InsufficientFunds, WalletNotActive
+from app.domain.ledger import Wallet
+
+
+def wallet(balance="0", currency="USD", status="active", wid="a", version=1) -> Wallet:
+    return Wallet(id=wid, tenant_id="t", user_id="u", currency=currency, balance=Decimal(balance),
+                  status=status, version=version)
+
+
+def test_funding_moves_money_from_the_funding_account_and_bumps_the_version():
+    entry = ledger.fund(wallet("10"), Decimal("5"))
+    assert entry.wallet_after("a").balance == Decimal("15")
+    assert entry.wallet_after("a").version == 2
+    assert {p.account: p.amount for p in entry.postings} == {"a": Decimal("5"), ledger.SYSTEM_FUNDING: Decimal("-5")}
+
+
+def test_transfer_debits_source_credits_destination_and_balances():
+    entry = ledger.transfer(wallet("10", wid="a"), wallet("1", wid="b"), Decimal("4"))
+    assert entry.wallet_after("a").balance == Decimal("6")
+    assert entry.wallet_after("b").balance == Decimal("5")
+    assert sum(p.amount for p in entry.postings) == 0
+
+
+def test_wallets_are_written_in_id_order_whatever_the_direction():
+    entry = ledger.transfer(wallet("10", wid="z"), wallet("0", wid="b"), Decimal("1"))
+    assert [w.id for w in entry.wallets_after] == ["b", "z"]
+
+
+def test_transfer_cannot_overdraw():
+    with pytest.raises(InsufficientFunds):
+        ledger.transfer(wallet("3", wid="a"), wallet(wid="b"), Decimal("3.01"))
+
+
+def test_transfer_of_the_whole_balance_leaves_zero():
+    entry = ledger.transfer(wallet("3", wid="a"), wallet(wid="b"), Decimal("3"))
+    assert entry.wallet_after("a").balance == 0
+
+
+def test_transfer_across_currencies_is_refused():
+    with pytest.raises(CurrencyMismatch):
+        ledger.transfer(wallet("10", wid="a"), wallet(wid="b", currency="EUR"), Decimal("1"))
+
+
+@pytest.mark.parametrize("status", ["frozen", "closed"])
+def test_inactive_wallets_take_part_in_no_movement(status):
+    with pytest.raises(WalletNotActive):
+        ledger.fund(wallet(status=status), Decimal("1"))
+    with pytest.raises(WalletNotActive):
+        ledger.transfer(wallet("10", wid="a"), wallet(wid="b", status=status), Decimal("1"))
+    with pytest.raises(WalletNotActive):
+        ledger.transfer(wallet("10", wid="a", status=status), wallet(wid="b"), Decimal("1"))
+
+
+def test_an_unbalanced_entry_cannot_exist():
+    with pytest.raises(AssertionError):
+        ledger.Entry(type="FUND", currency="USD", amount=Decimal(1), wallet_id="a", counterparty_wallet_id=None,
+                     reference=None, postings=(ledger.Posting("a", Decimal(1)),))
