@@ -1,0 +1,47 @@
+# Developer entry points. Everything runs from the repo's own virtualenv (.venv).
+#   make dev [WORKERS=4]        embedded Postgres/Redis/Kafka (for unset URLs) + migrations + all processes
+#   make test [PYTEST_ARGS=...] the test suite (embedded services when the URLs are unset)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements.stamp
+DEV_STATE_DIR ?= .dev
+PYTEST_ARGS ?=
+
+# Variables given on the command line (make dev WORKERS=4) reach the processes through the environment.
+ifdef WORKERS
+export WORKERS
+endif
+
+.PHONY: venv dev test bench chaos migrate clean
+
+venv: $(STAMP)
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when requirements.txt is newer than the last successful install.
+$(STAMP): requirements.txt | $(VPY)
+	$(VPY) -m pip install --disable-pip-version-check -r requirements.txt
+	touch $@
+
+dev: venv
+	$(VPY) -m scripts.devstack --state-dir $(DEV_STATE_DIR) up
+
+test: venv
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+migrate: venv
+	$(VPY) -m scripts.devstack --state-dir $(DEV_STATE_DIR) migrate
+
+bench:
+	@echo "bench: not yet implemented" >&2; exit 1
+
+chaos:
+	@echo "chaos: not yet implemented" >&2; exit 1
+
+clean:
+	@if [ -x $(VPY) ]; then $(VPY) -m scripts.devstack --state-dir $(DEV_STATE_DIR) down || true; fi
+	rm -rf $(DEV_STATE_DIR)

@@ -1,0 +1,1 @@
+"""Developer and operations tooling (not part of the deployed application)."""
