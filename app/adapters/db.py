@@ -26,7 +26,8 @@ def engine() -> Engine:
             pool_pre_ping=True,
             connect_args={
                 "options": f"-c statement_timeout={s.statement_timeout_ms} -c lock_timeout={s.lock_timeout_ms}",
-                "application_name": os.environ.get("DB_APPLICATION_NAME", "wallet"),
+                # The pid lets an operator (or a test) find the process behind a backend.
+                "application_name": f"{os.environ.get('DB_APPLICATION_NAME', 'wallet')}:{os.getpid()}",
             },
         )
         _engine_pid = os.getpid()

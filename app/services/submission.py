@@ -33,7 +33,7 @@ def submit(command_type: str, command, *, tenant_id: str, request_id: str,
     """Record the job durably, then enqueue it; a replayed key returns the first job."""
     for _ in range(3):
         try:
-            accepted = _record(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint)
+            accepted = record_job(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint)
             break
         except IntegrityError:
             continue  # a concurrent request took the same key first: read its job now
@@ -46,7 +46,7 @@ def submit(command_type: str, command, *, tenant_id: str, request_id: str,
     return accepted
 
 
-def _record(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint) -> Accepted:
+def record_job(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint) -> Accepted:
     with engine().begin() as conn:
         if idempotency_key is not None:
             existing = conn.execute(text(f"""
