@@ -14,9 +14,18 @@ TRANSFER_COMPLETED = "TRANSFER_COMPLETED"
 _ENTRY_EVENT_TYPES = {"FUND": WALLET_FUNDED, "TRANSFER": TRANSFER_COMPLETED}
 
 
+# Event ids derive from the job, so the same change always has the same id:
+# consumers dedupe on it, and a rebuild of the read model reproduces it.
+_EVENT_NAMESPACE = uuid.UUID("6f1c2a4e-2b7d-4c5e-9a51-0d3f8e2b7a10")
+
+
+def event_id(job_id: str, event_type: str, wallet_id: str) -> str:
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{job_id}/{event_type}/{wallet_id}"))
+
+
 def _envelope(event_type: str, wallet: Wallet, occurred_at: datetime, request_id: str | None, job_id: str) -> dict:
     return {
-        "event_id": str(uuid.uuid4()),
+        "event_id": event_id(job_id, event_type, wallet.id),
         "event_type": event_type,
         "occurred_at": occurred_at.isoformat().replace("+00:00", "Z"),
         "tenant_id": wallet.tenant_id,
