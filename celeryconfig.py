@@ -56,6 +56,8 @@ worker_soft_shutdown_timeout = 10.0
 
 beat_schedule = {
     "requeue-stranded-jobs": {"task": "wallet.maintenance.requeue_stranded_jobs", "schedule": 10.0},
+    # A hold stops counting at expires_at by itself; this records it (HOLD_EXPIRED) within seconds.
+    "expire-holds": {"task": "wallet.maintenance.expire_holds", "schedule": 1.0},
     "purge-idempotency-keys": {"task": "wallet.maintenance.purge_idempotency_keys", "schedule": 3600.0},
 }
 timezone = "UTC"

@@ -12,3 +12,8 @@ def requeue_stranded_jobs() -> int:
 @shared_task(name="wallet.maintenance.purge_idempotency_keys", ignore_result=True)
 def purge_idempotency_keys() -> int:
     return maintenance.purge_idempotency_keys()
+
+
+@shared_task(name="wallet.maintenance.expire_holds", ignore_result=True)
+def expire_holds() -> int:
+    return maintenance.expire_holds()

@@ -157,3 +157,12 @@ def client(stack):
     from app.api import create_app
 
     return create_app({"TESTING": True}).test_client()
+
+
+@pytest.fixture(scope="session")
+def beat(processes):
+    """Celery beat: the sweeper, hold expiry and the other periodic tasks."""
+    proc = processes.start([sys.executable, "-m", "celery", "-A", "tasks", "beat", "-l", "info",
+                            "--schedule", str(STATE_DIR / f"beat-{uuid.uuid4().hex[:6]}")], log_name="beat")
+    yield proc
+    processes.stop(proc)

@@ -13,7 +13,8 @@ from datetime import datetime
 from sqlalchemy import Connection, text
 
 from app.domain.errors import ConcurrencyConflict
-from app.domain.ledger import Entry, Wallet
+from app.domain.holds import Hold
+from app.domain.ledger import Entry, Limits, OriginalEntry, Wallet
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,29 @@ _CLAIM = text("""
 """)
 
 _SAVE_WALLET = text("""
-    UPDATE wallets SET balance = :balance, version = :version, status = :status, updated_at = :now
+    UPDATE wallets SET balance = :balance, version = :version, status = :status,
+           per_transaction_limit = :per_transaction, daily_debit_limit = :daily_debit,
+           debit_day = :debit_day, debited_today = :debited_today, updated_at = :now
      WHERE id = :id AND version = :expected_version
 """)
+
+# `held` counts active holds not yet past expiry: an expired hold stops
+# reserving money at expires_at, before the sweeper marks it.
+_LOAD_WALLETS = text("""
+    SELECT w.id::text AS id, w.tenant_id, w.user_id, w.currency, w.balance, w.status, w.version,
+           w.per_transaction_limit, w.daily_debit_limit, w.debit_day, w.debited_today,
+           coalesce((SELECT sum(h.amount) FROM holds h
+                      WHERE h.wallet_id = w.id AND h.status = 'active' AND h.expires_at > now()), 0) AS held
+      FROM wallets w WHERE w.id = ANY(CAST(:ids AS uuid[]))
+""")
+
+# A wallet as clients see it: `held` is what active, unexpired holds reserve.
+WALLET_VIEW_COLUMNS = """w.id, w.tenant_id, w.user_id, w.currency, w.balance, w.status, w.version,
+    w.per_transaction_limit, w.daily_debit_limit, w.created_at, w.updated_at,
+    coalesce((SELECT sum(h.amount) FROM holds h
+               WHERE h.wallet_id = w.id AND h.status = 'active' AND h.expires_at > now()), 0) AS held"""
+
+_HOLD_COLUMNS = "id::text AS id, wallet_id::text AS wallet_id, amount, captured_amount, status, expires_at, reference"
 
 _FINISH = text("""
     UPDATE jobs
@@ -86,11 +107,17 @@ class WalletStore:
     # wallets --------------------------------------------------------------
 
     def load_wallets(self, ids: list[str]) -> dict[str, Wallet]:
-        rows = self.conn.execute(text("""
-            SELECT id::text, tenant_id, user_id, currency, balance, status, version
-              FROM wallets WHERE id = ANY(CAST(:ids AS uuid[]))
-        """), {"ids": ids}).mappings()
-        return {r["id"]: Wallet(**r) for r in rows}
+        wallets = {}
+        for r in self.conn.execute(_LOAD_WALLETS, {"ids": ids}).mappings():
+            r = dict(r)
+            r["limits"] = Limits(r.pop("per_transaction_limit"), r.pop("daily_debit_limit"))
+            wallets[r["id"]] = Wallet(**r)
+        return wallets
+
+    def wallet_row(self, wallet_id: str) -> dict:
+        """The wallet as clients see it, read inside this transaction."""
+        return dict(self.conn.execute(text(f"SELECT {WALLET_VIEW_COLUMNS} FROM wallets w WHERE w.id = :id"),
+                                      {"id": wallet_id}).mappings().one())
 
     def insert_wallet(self, wallet: Wallet, now: datetime) -> bool:
         """Create a wallet; False if one with that id exists (an earlier delivery)."""
@@ -98,31 +125,94 @@ class WalletStore:
             INSERT INTO wallets (id, tenant_id, user_id, currency, balance, status, version, created_at, updated_at)
             VALUES (:id, :tenant_id, :user_id, :currency, :balance, :status, :version, :now, :now)
             ON CONFLICT (id) DO NOTHING
-        """), {**wallet.__dict__, "now": now})
+        """), {"id": wallet.id, "tenant_id": wallet.tenant_id, "user_id": wallet.user_id, "currency": wallet.currency,
+               "balance": wallet.balance, "status": wallet.status, "version": wallet.version, "now": now})
         return res.rowcount == 1
 
     def save_wallet(self, wallet: Wallet, now: datetime) -> None:
         """Write a wallet's new state if nobody changed it since it was read (optimistic lock)."""
         res = self.conn.execute(_SAVE_WALLET, {
             "id": wallet.id, "balance": wallet.balance, "version": wallet.version, "status": wallet.status,
+            "per_transaction": wallet.limits.per_transaction, "daily_debit": wallet.limits.daily_debit,
+            "debit_day": wallet.debit_day, "debited_today": wallet.debited_today,
             "expected_version": wallet.version - 1, "now": now,
         })
         if res.rowcount != 1:
             raise ConcurrencyConflict(f"wallet {wallet.id} changed since version {wallet.version - 1}")
 
+    # holds ----------------------------------------------------------------
+
+    def load_hold(self, hold_id: str) -> Hold | None:
+        row = self.conn.execute(text(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE id = CAST(:id AS uuid)"),
+                                {"id": hold_id}).mappings().first()
+        return Hold(**row) if row else None
+
+    def hold_row(self, hold_id: str) -> dict:
+        return dict(self.conn.execute(text("SELECT * FROM holds WHERE id = :id"), {"id": hold_id}).mappings().one())
+
+    def due_holds(self, limit: int) -> list[str]:
+        """Ids of active holds past their expiry."""
+        return self.conn.execute(text(
+            "SELECT id::text FROM holds WHERE status = 'active' AND expires_at <= now() ORDER BY expires_at LIMIT :n"),
+            {"n": limit}).scalars().all()
+
+    def insert_hold(self, hold: Hold, *, job: ClaimedJob, currency: str, now: datetime) -> None:
+        self.conn.execute(text("""
+            INSERT INTO holds (id, job_id, tenant_id, wallet_id, currency, amount, captured_amount, status,
+                               expires_at, reference, created_at, updated_at)
+            VALUES (:id, :job_id, :tenant_id, :wallet_id, :currency, :amount, 0, :status, :expires_at, :reference,
+                    :now, :now)
+        """), {"id": hold.id, "job_id": job.id, "tenant_id": job.tenant_id, "wallet_id": hold.wallet_id,
+               "currency": currency, "amount": hold.amount, "status": hold.status, "expires_at": hold.expires_at,
+               "reference": hold.reference, "now": now})
+
+    def save_hold(self, hold: Hold, now: datetime) -> None:
+        """Settle an active hold (captured, voided, expired); conflicts if it was settled meanwhile."""
+        res = self.conn.execute(text("""
+            UPDATE holds SET status = :status, captured_amount = :captured, updated_at = :now, released_at = :now
+             WHERE id = :id AND status = 'active'
+        """), {"id": hold.id, "status": hold.status, "captured": hold.captured_amount, "now": now})
+        if res.rowcount != 1:
+            raise ConcurrencyConflict(f"hold {hold.id} changed since it was read")
+
     # journal and outbox ---------------------------------------------------
 
-    def record_entry(self, entry: Entry, *, job: ClaimedJob, now: datetime) -> str:
+    def load_entry(self, entry_id: str) -> OriginalEntry | None:
+        """An entry and its postings, as a reversal needs them."""
+        row = self.conn.execute(text("""
+            SELECT id::text AS id, type, currency, amount, reversed_amount, wallet_id::text AS wallet_id,
+                   counterparty_wallet_id::text AS counterparty_wallet_id
+              FROM journal_entries WHERE id = CAST(:id AS uuid)
+        """), {"id": entry_id}).mappings().first()
+        if row is None:
+            return None
+        postings = self.conn.execute(text("SELECT account, amount FROM postings WHERE entry_id = CAST(:id AS uuid)"
+                                          " ORDER BY id"), {"id": entry_id}).all()
+        return OriginalEntry(**row, postings=tuple((a, amt) for a, amt in postings))
+
+    def add_reversed(self, entry_id: str, amount, expected_reversed) -> None:
+        """Count a reversal against its original (optimistic: the amount read must be unchanged)."""
+        res = self.conn.execute(text("""
+            UPDATE journal_entries SET reversed_amount = reversed_amount + :amount
+             WHERE id = CAST(:id AS uuid) AND reversed_amount = :expected
+        """), {"id": entry_id, "amount": amount, "expected": expected_reversed})
+        if res.rowcount != 1:
+            raise ConcurrencyConflict(f"transaction {entry_id} was reversed meanwhile")
+
+    def record_entry(self, entry: Entry, *, job: ClaimedJob, now: datetime, hold_id: str | None = None) -> str:
         """Insert a journal entry and its postings; returns the transaction id."""
         entry_id = str(uuid.uuid4())
         wallet_after = entry.wallet_after(entry.wallet_id)
         counterparty_after = entry.wallet_after(entry.counterparty_wallet_id)
         self.conn.execute(text("""
             INSERT INTO journal_entries (id, job_id, tenant_id, type, currency, amount, wallet_id,
-                counterparty_wallet_id, balance_after, counterparty_balance_after, reference, request_id, created_at)
+                counterparty_wallet_id, balance_after, counterparty_balance_after, reference, request_id, created_at,
+                reverses_entry_id, hold_id)
             VALUES (:id, :job_id, :tenant_id, :type, :currency, :amount, :wallet_id,
-                :counterparty_wallet_id, :balance_after, :counterparty_balance_after, :reference, :request_id, :now)
+                :counterparty_wallet_id, :balance_after, :counterparty_balance_after, :reference, :request_id, :now,
+                :reverses_entry_id, :hold_id)
         """), {
+            "reverses_entry_id": entry.reverses_entry_id, "hold_id": hold_id,
             "id": entry_id, "job_id": job.id, "tenant_id": job.tenant_id, "type": entry.type,
             "currency": entry.currency, "amount": entry.amount, "wallet_id": entry.wallet_id,
             "counterparty_wallet_id": entry.counterparty_wallet_id,

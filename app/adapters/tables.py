@@ -6,7 +6,7 @@ two in step.
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Identity, Index, Integer, MetaData,
+    BigInteger, CheckConstraint, Column, Date, DateTime, ForeignKey, Identity, Index, Integer, MetaData,
     Numeric, Table, Text, UniqueConstraint, text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
@@ -34,6 +34,10 @@ wallets = Table(
     Column("version", BigInteger, nullable=False, server_default="1"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("per_transaction_limit", MONEY),
+    Column("daily_debit_limit", MONEY),
+    Column("debit_day", Date),  # the UTC day debited_today counts
+    Column("debited_today", MONEY, nullable=False, server_default="0"),
     # The last line of defence: no code path may take a wallet below zero.
     CheckConstraint("balance >= 0", name="balance_not_negative"),
     CheckConstraint("status IN ('active', 'frozen', 'closed')", name="status_known"),
@@ -85,7 +89,33 @@ journal_entries = Table(
     Column("reference", Text),
     Column("request_id", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("reversed_amount", MONEY, nullable=False, server_default="0"),
+    Column("reverses_entry_id", UUID(as_uuid=False), ForeignKey("journal_entries.id")),
+    Column("hold_id", UUID(as_uuid=False)),  # the hold a CAPTURE settled
     CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("reversed_amount >= 0 AND reversed_amount <= amount", name="reversal_within_amount"),
+)
+
+holds = Table(
+    "holds", metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("job_id", UUID(as_uuid=False), ForeignKey("jobs.id"), nullable=False, unique=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("wallet_id", UUID(as_uuid=False), ForeignKey("wallets.id"), nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("amount", MONEY, nullable=False),
+    Column("captured_amount", MONEY, nullable=False, server_default="0"),
+    Column("status", Text, nullable=False, server_default="active"),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("reference", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("released_at", DateTime(timezone=True)),  # captured, voided or expired
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("captured_amount >= 0 AND captured_amount <= amount", name="capture_within_amount"),
+    CheckConstraint("status IN ('active', 'captured', 'voided', 'expired')", name="status_known"),
+    Index("ix_holds_active_wallet", "wallet_id", postgresql_where=text("status = 'active'")),
+    Index("ix_holds_active_expiry", "expires_at", postgresql_where=text("status = 'active'")),
 )
 
 postings = Table(

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import context, health, jobs, problems, wallets
+from app.api import context, health, holds, jobs, movements, problems, transactions, wallets
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -14,6 +14,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.json.sort_keys = False
     context.register(app)
     problems.register(app)
-    for module in (health, wallets, jobs):
+    for module in (health, wallets, movements, holds, transactions, jobs):
         app.register_blueprint(module.bp)
     return app

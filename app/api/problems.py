@@ -21,6 +21,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "NOT_FOUND": (404, "Not found"),
     "WALLET_NOT_FOUND": (404, "Wallet not found"),
     "JOB_NOT_FOUND": (404, "Job not found"),
+    "HOLD_NOT_FOUND": (404, "Hold not found"),
+    "TRANSACTION_NOT_FOUND": (404, "Transaction not found"),
     "METHOD_NOT_ALLOWED": (405, "Method not allowed"),
     "PAYLOAD_TOO_LARGE": (413, "Payload too large"),
     "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported media type"),

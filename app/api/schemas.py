@@ -4,6 +4,7 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate
 
 from app.domain.errors import InvalidAmount
+from app.domain.holds import DEFAULT_EXPIRES_IN_SECONDS, MAX_EXPIRES_IN_SECONDS
 from app.domain.money import SUPPORTED_CURRENCIES, parse_amount
 
 PRINTABLE = validate.Regexp(r"\A[\x20-\x7e]+\Z", error="must contain printable ASCII characters only")
@@ -55,3 +56,46 @@ def load(schema: Schema, data) -> dict:
     if not isinstance(data, dict):
         raise ValidationError({"_schema": ["the body must be a JSON object"]})
     return schema.load(data)
+
+
+class WithdrawSchema(FundSchema):
+    pass
+
+
+class PlaceHoldSchema(Schema):
+    amount = Amount(required=True, metadata={"type": "string", "example": "10.00"})
+    expires_in_seconds = fields.Integer(load_default=DEFAULT_EXPIRES_IN_SECONDS, strict=True,
+                                        validate=validate.Range(1, MAX_EXPIRES_IN_SECONDS))
+    reference = Reference()
+
+
+class CaptureHoldSchema(Schema):
+    amount = Amount(load_default=None, metadata={"type": "string", "example": "7.50"})
+    to_wallet_id = fields.UUID(load_default=None)
+
+
+class ReverseSchema(Schema):
+    amount = Amount(load_default=None, metadata={"type": "string", "example": "5.00"})
+    reason = Reference()
+
+
+class FreezeSchema(Schema):
+    reason = fields.String(required=True, validate=validate.Length(1, 255))
+
+
+class EmptySchema(Schema):
+    """Commands with no fields: an empty body or {} (anything else is refused)."""
+
+
+class LimitsSchema(Schema):
+    per_transaction = Amount(load_default=None, allow_none=True, metadata={"type": "string", "nullable": True})
+    daily_debit = Amount(load_default=None, allow_none=True, metadata={"type": "string", "nullable": True})
+
+
+class BalanceQuerySchema(Schema):
+    as_of = fields.AwareDateTime(load_default=None, format="iso")
+
+
+class StatementQuerySchema(Schema):
+    from_ = fields.AwareDateTime(load_default=None, format="iso", data_key="from")
+    to = fields.AwareDateTime(load_default=None, format="iso")

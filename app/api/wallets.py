@@ -1,45 +1,22 @@
-"""Wallet routes: create, fund, transfer, and reads."""
+"""Wallet routes: create, read, list, freeze, unfreeze, close, limits, balance, statement."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from app.api.commands import accept
 from app.api.context import current_tenant, json_body
-from app.api.problems import ApiError, validation_failed
-from app.api.schemas import CreateWalletSchema, FundSchema, PageQuerySchema, TransferSchema, load
+from app.api.problems import validation_failed
+from app.api.resources import amount_in, page_args, query_args, require_wallet
+from app.api.schemas import (
+    BalanceQuerySchema, CreateWalletSchema, EmptySchema, FreezeSchema, LimitsSchema, StatementQuerySchema, load,
+)
 from app.domain import commands
-from app.domain.errors import InvalidAmount
-from app.domain.money import parse_amount
 from app.services import queries
 
 bp = Blueprint("wallets", __name__)
-
-
-def require_wallet(wallet_id: str) -> dict:
-    """The caller's wallet row, or 404 exactly as if it did not exist."""
-    try:
-        uuid.UUID(wallet_id)
-    except ValueError:
-        row = None
-    else:
-        row = queries.wallet_row(wallet_id, current_tenant())
-    if row is None:
-        raise ApiError("WALLET_NOT_FOUND", f"wallet {wallet_id} does not exist")
-    return row
-
-
-def amount_for(body: dict, wallet: dict):
-    """The body's amount, checked against the wallet's currency precision (422)."""
-    try:
-        return parse_amount(body["amount"], wallet["currency"])
-    except InvalidAmount as e:
-        raise validation_failed({"amount": [e.message]}) from e
-
-
-def page_args() -> dict:
-    return load(PageQuerySchema(), request.args.to_dict())
 
 
 @bp.post("/wallets")
@@ -51,8 +28,7 @@ def create_wallet():
 
 @bp.get("/wallets/<wallet_id>")
 def get_wallet(wallet_id: str):
-    require_wallet(wallet_id)
-    return jsonify(queries.get_wallet(wallet_id, current_tenant()))
+    return jsonify(queries.wallet_view(require_wallet(wallet_id)))
 
 
 @bp.get("/users/<user_id>/wallets")
@@ -64,27 +40,6 @@ def list_user_wallets(user_id: str):
         raise validation_failed({"cursor": [str(e)]}) from e
 
 
-@bp.post("/wallets/<wallet_id>/fund")
-def fund(wallet_id: str):
-    body = load(FundSchema(), json_body())
-    wallet = require_wallet(wallet_id)
-    return accept(commands.FUND, commands.Fund(
-        wallet_id=wallet_id, amount=amount_for(body, wallet), reference=body["reference"]))
-
-
-@bp.post("/wallets/<wallet_id>/transfer")
-def transfer(wallet_id: str):
-    body = load(TransferSchema(), json_body())
-    to_wallet_id = str(body["to_wallet_id"])
-    if to_wallet_id == wallet_id.lower():
-        raise validation_failed({"to_wallet_id": ["must be a different wallet than the source"]})
-    wallet = require_wallet(wallet_id)
-    require_wallet(to_wallet_id)
-    return accept(commands.TRANSFER, commands.Transfer(
-        wallet_id=str(wallet["id"]), to_wallet_id=to_wallet_id, amount=amount_for(body, wallet),
-        reference=body["reference"]))
-
-
 @bp.get("/wallets/<wallet_id>/transactions")
 def list_transactions(wallet_id: str):
     args = page_args()
@@ -93,3 +48,54 @@ def list_transactions(wallet_id: str):
         return jsonify(queries.list_transactions(wallet_id, args["limit"], args["cursor"]))
     except queries.InvalidCursor as e:
         raise validation_failed({"cursor": [str(e)]}) from e
+
+
+@bp.post("/wallets/<wallet_id>/freeze")
+def freeze(wallet_id: str):
+    body = load(FreezeSchema(), json_body())
+    require_wallet(wallet_id)
+    return accept(commands.FREEZE, commands.Freeze(wallet_id=wallet_id.lower(), reason=body["reason"]))
+
+
+@bp.post("/wallets/<wallet_id>/unfreeze")
+def unfreeze(wallet_id: str):
+    load(EmptySchema(), json_body())
+    require_wallet(wallet_id)
+    return accept(commands.UNFREEZE, commands.Unfreeze(wallet_id=wallet_id.lower()))
+
+
+@bp.post("/wallets/<wallet_id>/close")
+def close(wallet_id: str):
+    load(EmptySchema(), json_body())
+    require_wallet(wallet_id)
+    return accept(commands.CLOSE, commands.Close(wallet_id=wallet_id.lower()))
+
+
+@bp.put("/wallets/<wallet_id>/limits")
+def set_limits(wallet_id: str):
+    body = load(LimitsSchema(), json_body())
+    wallet = require_wallet(wallet_id)
+    currency = wallet["currency"]
+    return accept(commands.SET_LIMITS, commands.SetLimits(
+        wallet_id=wallet_id.lower(),
+        per_transaction=amount_in(currency, body["per_transaction"], "per_transaction"),
+        daily_debit=amount_in(currency, body["daily_debit"], "daily_debit")))
+
+
+@bp.get("/wallets/<wallet_id>/balance")
+def balance(wallet_id: str):
+    args = query_args(BalanceQuerySchema())
+    wallet = require_wallet(wallet_id)
+    as_of = args["as_of"]
+    if as_of is not None and as_of > datetime.now(timezone.utc):
+        raise validation_failed({"as_of": ["must not be in the future"]})
+    return jsonify(queries.balance_as_of(wallet, as_of))
+
+
+@bp.get("/wallets/<wallet_id>/statement")
+def statement(wallet_id: str):
+    args = query_args(StatementQuerySchema())
+    wallet = require_wallet(wallet_id)
+    if args["from_"] and args["to"] and args["from_"] > args["to"]:
+        raise validation_failed({"from": ["must not be after 'to'"]})
+    return jsonify(queries.statement(wallet, args["from_"], args["to"]))

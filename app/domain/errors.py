@@ -48,3 +48,31 @@ class IdempotencyKeyReused(WalletError):
     """The same Idempotency-Key came back with a different request."""
 
     code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class WalletNotEmpty(BusinessRuleViolation):
+    code = "WALLET_NOT_EMPTY"
+
+
+class LimitExceeded(BusinessRuleViolation):
+    code = "LIMIT_EXCEEDED"
+
+
+class HoldNotActive(BusinessRuleViolation):
+    code = "HOLD_NOT_ACTIVE"
+
+
+class HoldNotFound(BusinessRuleViolation):
+    code = "HOLD_NOT_FOUND"
+
+
+class TransactionNotFound(BusinessRuleViolation):
+    code = "TRANSACTION_NOT_FOUND"
+
+
+class ReversalExceedsOriginal(BusinessRuleViolation):
+    code = "REVERSAL_EXCEEDS_ORIGINAL"
+
+
+class CaptureExceedsHold(BusinessRuleViolation):
+    code = "CAPTURE_EXCEEDS_HOLD"

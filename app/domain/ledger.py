@@ -2,20 +2,36 @@
 
 A movement is a journal entry whose postings sum to zero in its currency.
 Money enters and leaves the system through system accounts, so funding a
-wallet moves money from `system:funding` rather than creating it.
+wallet moves money from `system:funding` and a withdrawal moves it to
+`system:withdrawals` rather than creating or destroying it.
+
+A wallet's `balance` is posted money; `held` is what active, unexpired holds
+reserve; `available = balance - held` is what any debit may take.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import date
 from decimal import Decimal
 
-from app.domain.errors import CurrencyMismatch, InsufficientFunds, WalletNotActive
+from app.domain.errors import (
+    CurrencyMismatch, InsufficientFunds, LimitExceeded, ReversalExceedsOriginal, WalletNotActive, WalletNotEmpty,
+)
 from app.domain.money import format_amount
 
 SYSTEM_FUNDING = "system:funding"
+SYSTEM_WITHDRAWALS = "system:withdrawals"
 
-ACTIVE = "active"
+ACTIVE, FROZEN, CLOSED = "active", "frozen", "closed"
 ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Debit limits of a wallet; None means no limit."""
+
+    per_transaction: Decimal | None = None
+    daily_debit: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -29,22 +45,89 @@ class Wallet:
     balance: Decimal
     status: str
     version: int
+    held: Decimal = ZERO
+    limits: Limits = Limits()
+    debit_day: date | None = None  # the UTC day `debited_today` counts
+    debited_today: Decimal = ZERO
+
+    @property
+    def available(self) -> Decimal:
+        return self.balance - self.held
+
+    def _money(self, amount: Decimal) -> str:
+        return f"{format_amount(amount, self.currency)} {self.currency}"
 
     def ensure_active(self) -> None:
         if self.status != ACTIVE:
             raise WalletNotActive(f"wallet {self.id} is {self.status}")
 
+    def ensure_not_closed(self) -> None:
+        if self.status == CLOSED:
+            raise WalletNotActive(f"wallet {self.id} is closed")
+
+    def _next(self, **changes) -> "Wallet":
+        return replace(self, version=self.version + 1, **changes)
+
+    def _check_debit(self, amount: Decimal, today: date) -> Decimal:
+        """Check a debit against status, available balance and limits; returns the day's new total."""
+        self.ensure_active()
+        if amount > self.available:
+            raise InsufficientFunds(
+                f"wallet {self.id} has {self._money(self.available)} available, needs {self._money(amount)}")
+        limits = self.limits
+        if limits.per_transaction is not None and amount > limits.per_transaction:
+            raise LimitExceeded(f"{self._money(amount)} is above the per-transaction limit of "
+                                f"{self._money(limits.per_transaction)}")
+        spent = self.debited_today if self.debit_day == today else ZERO
+        if limits.daily_debit is not None and spent + amount > limits.daily_debit:
+            raise LimitExceeded(f"{self._money(amount)} would take today's debits to {self._money(spent + amount)}, "
+                                f"above the daily limit of {self._money(limits.daily_debit)}")
+        return spent + amount
+
     def credited(self, amount: Decimal) -> "Wallet":
         self.ensure_active()
-        return replace(self, balance=self.balance + amount, version=self.version + 1)
+        return self._next(balance=self.balance + amount)
 
-    def debited(self, amount: Decimal) -> "Wallet":
+    def debited(self, amount: Decimal, today: date) -> "Wallet":
+        """Take money out: needs an active wallet, enough available balance, and room in the limits."""
+        spent = self._check_debit(amount, today)
+        return self._next(balance=self.balance - amount, debit_day=today, debited_today=spent)
+
+    def corrected_by(self, amount: Decimal) -> "Wallet":
+        """A reversal's change: needs an active wallet and, when it takes money, enough available."""
         self.ensure_active()
-        if amount > self.balance:
+        if amount < 0 and -amount > self.available:
             raise InsufficientFunds(
-                f"wallet {self.id} has {format_amount(self.balance, self.currency)} {self.currency} available,"
-                f" needs {format_amount(amount, self.currency)}")
-        return replace(self, balance=self.balance - amount, version=self.version + 1)
+                f"wallet {self.id} has {self._money(self.available)} available, needs {self._money(-amount)}")
+        return self._next(balance=self.balance + amount)
+
+    def holding(self, amount: Decimal, today: date) -> "Wallet":
+        """Reserve money for a hold: a debit of available balance that leaves the balance alone."""
+        spent = self._check_debit(amount, today)
+        return self._next(held=self.held + amount, debit_day=today, debited_today=spent)
+
+    def released(self, amount: Decimal) -> "Wallet":
+        """A hold no longer reserves `amount` (void, expiry, or the rest after a capture)."""
+        return self._next(held=self.held - amount)
+
+    def frozen(self) -> "Wallet":
+        self.ensure_not_closed()
+        return self._next(status=FROZEN)
+
+    def unfrozen(self) -> "Wallet":
+        self.ensure_not_closed()
+        return self._next(status=ACTIVE)
+
+    def closed(self) -> "Wallet":
+        self.ensure_not_closed()
+        if self.balance != 0 or self.held != 0:
+            raise WalletNotEmpty(f"wallet {self.id} still has {self._money(self.balance)}"
+                                 f" and {self._money(self.held)} on hold")
+        return self._next(status=CLOSED)
+
+    def with_limits(self, limits: Limits) -> "Wallet":
+        self.ensure_not_closed()
+        return self._next(limits=limits)
 
 
 @dataclass(frozen=True)
@@ -67,6 +150,7 @@ class Entry:
     counterparty_wallet_id: str | None
     reference: str | None
     postings: tuple[Posting, ...]
+    reverses_entry_id: str | None = None
 
     def __post_init__(self) -> None:
         if sum(p.amount for p in self.postings) != 0:
@@ -84,6 +168,14 @@ class Entry:
         return None
 
 
+def _same_currency(source: Wallet, destination: Wallet) -> None:
+    if source.id == destination.id:
+        raise ValueError("a movement between wallets needs two different wallets")
+    if source.currency != destination.currency:
+        raise CurrencyMismatch(
+            f"cannot move {source.currency} from wallet {source.id} to {destination.currency} wallet {destination.id}")
+
+
 def fund(wallet: Wallet, amount: Decimal, reference: str | None = None) -> Entry:
     """Money enters a wallet from the funding system account."""
     after = wallet.credited(amount)
@@ -94,19 +186,89 @@ def fund(wallet: Wallet, amount: Decimal, reference: str | None = None) -> Entry
     )
 
 
-def transfer(source: Wallet, destination: Wallet, amount: Decimal, reference: str | None = None) -> Entry:
+def withdraw(wallet: Wallet, amount: Decimal, today: date, reference: str | None = None) -> Entry:
+    """Money leaves the system from a wallet to the withdrawals account."""
+    after = wallet.debited(amount, today)
+    return Entry(
+        type="WITHDRAWAL", currency=wallet.currency, amount=amount, wallet_id=wallet.id,
+        counterparty_wallet_id=None, reference=reference,
+        postings=(Posting(wallet.id, -amount, after), Posting(SYSTEM_WITHDRAWALS, amount)),
+    )
+
+
+def transfer(source: Wallet, destination: Wallet, amount: Decimal, today: date,
+             reference: str | None = None) -> Entry:
     """Money moves between two wallets of the same currency."""
-    if source.id == destination.id:
-        raise ValueError("a transfer needs two different wallets")
-    if source.currency != destination.currency:
-        raise CurrencyMismatch(
-            f"cannot transfer {source.currency} from wallet {source.id} to {destination.currency} wallet {destination.id}"
-        )
+    _same_currency(source, destination)
     destination.ensure_active()
-    source_after = source.debited(amount)
+    source_after = source.debited(amount, today)
     destination_after = destination.credited(amount)
     return Entry(
         type="TRANSFER", currency=source.currency, amount=amount, wallet_id=source.id,
         counterparty_wallet_id=destination.id, reference=reference,
         postings=(Posting(source.id, -amount, source_after), Posting(destination.id, amount, destination_after)),
     )
+
+
+def capture(source: Wallet, hold_amount: Decimal, amount: Decimal, destination: Wallet | None,
+            reference: str | None = None) -> Entry:
+    """Settle a hold: release all of it and take `amount` to a wallet or out of the system.
+
+    The money was reserved when the hold was placed, so limits and the
+    available balance were checked then; the wallet must still be active.
+    """
+    source.ensure_active()
+    if destination is not None:
+        _same_currency(source, destination)
+        destination.ensure_active()
+    if amount > source.balance:  # cannot happen while holds never exceed the balance
+        raise InsufficientFunds(f"wallet {source.id} has {source._money(source.balance)}, needs {source._money(amount)}")
+    source_after = replace(source.released(hold_amount), balance=source.balance - amount)
+    if destination is None:
+        legs = (Posting(source.id, -amount, source_after), Posting(SYSTEM_WITHDRAWALS, amount))
+    else:
+        legs = (Posting(source.id, -amount, source_after), Posting(destination.id, amount, destination.credited(amount)))
+    return Entry(
+        type="CAPTURE", currency=source.currency, amount=amount, wallet_id=source.id,
+        counterparty_wallet_id=destination.id if destination else None, reference=reference, postings=legs,
+    )
+
+
+def reverse(original: "OriginalEntry", wallets: dict[str, Wallet], amount: Decimal,
+            reason: str | None = None) -> Entry:
+    """Put back `amount` of an earlier entry: every posting of it, negated and scaled."""
+    if amount > original.remaining:
+        raise ReversalExceedsOriginal(
+            f"only {format_amount(original.remaining, original.currency)} {original.currency} of transaction "
+            f"{original.id} remains to reverse")
+    legs = []
+    for account, original_amount in original.postings:
+        change = -amount if original_amount > 0 else amount
+        wallet = wallets.get(account)
+        legs.append(Posting(account, change, wallet.corrected_by(change) if wallet else None))
+    return Entry(
+        type="REVERSAL", currency=original.currency, amount=amount, wallet_id=original.wallet_id,
+        counterparty_wallet_id=original.counterparty_wallet_id, reference=reason, postings=tuple(legs),
+        reverses_entry_id=original.id,
+    )
+
+
+REVERSIBLE_TYPES = frozenset({"FUND", "TRANSFER", "WITHDRAWAL", "CAPTURE"})
+
+
+@dataclass(frozen=True)
+class OriginalEntry:
+    """An entry as read for a reversal: its postings and how much was already reversed."""
+
+    id: str
+    type: str
+    currency: str
+    amount: Decimal
+    reversed_amount: Decimal
+    wallet_id: str
+    counterparty_wallet_id: str | None
+    postings: tuple[tuple[str, Decimal], ...]  # (account, signed amount)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.amount - self.reversed_amount

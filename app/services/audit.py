@@ -27,7 +27,25 @@ CHECKS: dict[str, str] = {
          WHERE last.balance_after <> w.balance""",
     "succeeded money jobs have exactly one entry": """
         SELECT j.id::text, j.type FROM jobs j LEFT JOIN journal_entries e ON e.job_id = j.id
-         WHERE j.type IN ('fund', 'transfer') AND ((j.status = 'succeeded') <> (e.id IS NOT NULL))""",
+         WHERE j.type IN ('fund', 'transfer', 'withdraw', 'capture_hold', 'reverse')
+           AND ((j.status = 'succeeded') <> (e.id IS NOT NULL))""",
+    "active holds never exceed the balance": """
+        SELECT w.id::text, w.balance, sum(h.amount) AS held
+          FROM wallets w JOIN holds h ON h.wallet_id = w.id AND h.status = 'active' AND h.expires_at > now()
+         GROUP BY w.id, w.balance HAVING sum(h.amount) > w.balance""",
+    "holds are in their wallet's currency and settled consistently": """
+        SELECT h.id::text, h.status FROM holds h JOIN wallets w ON w.id = h.wallet_id
+          LEFT JOIN journal_entries e ON e.hold_id = h.id
+         WHERE h.currency <> w.currency
+            OR (h.status = 'captured') <> (e.id IS NOT NULL)
+            OR (e.id IS NOT NULL AND e.amount <> h.captured_amount)
+            OR (h.status <> 'active') <> (h.released_at IS NOT NULL)""",
+    "closed wallets are empty": """
+        SELECT id::text, balance FROM wallets WHERE status = 'closed' AND balance <> 0""",
+    "reversals add up to what their originals record": """
+        SELECT o.id::text, o.reversed_amount, coalesce(sum(r.amount), 0) AS reversals
+          FROM journal_entries o LEFT JOIN journal_entries r ON r.reverses_entry_id = o.id
+         GROUP BY o.id, o.reversed_amount HAVING o.reversed_amount <> coalesce(sum(r.amount), 0)""",
 }
 
 

@@ -1,13 +1,18 @@
-"""Periodic upkeep: re-enqueue stranded jobs, forget old idempotency keys."""
+"""Periodic upkeep: re-enqueue stranded jobs, expire holds, forget old idempotency keys."""
 from __future__ import annotations
 
 import logging
+import random
+import time
 
 from sqlalchemy import text
 
 from app.adapters import command_queue
 from app.adapters.db import engine
+from app.adapters.store import WalletStore
 from app.config import settings
+from app.domain.errors import ConcurrencyConflict
+from app.services import handlers
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +50,24 @@ def purge_idempotency_keys() -> int:
     with engine().begin() as conn:
         return conn.execute(text("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => :h)"),
                             {"h": hours}).rowcount
+
+
+def expire_holds(limit: int = 500) -> int:
+    """Mark active holds past expiry expired, each in its own transaction, emitting HOLD_EXPIRED.
+
+    Their money stopped counting against the available balance at expires_at;
+    this records the change and tells the history. Safe to run concurrently:
+    a hold is only settled once.
+    """
+    with engine().connect() as conn:
+        due = WalletStore(conn).due_holds(limit)
+    expired = 0
+    for hold_id in due:
+        for _ in range(settings().conflict_retries_in_task):
+            try:
+                with engine().begin() as conn:
+                    expired += handlers.expire_hold(WalletStore(conn), hold_id)
+                break
+            except ConcurrencyConflict:
+                time.sleep(random.uniform(0, 0.01))
+    return expired

@@ -7,11 +7,12 @@ import json
 from sqlalchemy import text
 
 from app.adapters.db import engine
-from app.services.views import job_view, transaction_view, wallet_view
+from app.adapters.store import WALLET_VIEW_COLUMNS
+from app.domain.money import format_amount
+from app.services.views import hold_view, job_view, timestamp, transaction_view, wallet_view  # noqa: F401
 
 JOB_COLUMNS = ("j.id, j.tenant_id, j.type, j.status, j.attempts, j.result, j.error, j.request_id, "
                "j.created_at, j.updated_at, j.completed_at")
-_WALLET_COLUMNS = "w.id, w.tenant_id, w.user_id, w.currency, w.balance, w.status, w.version, w.created_at, w.updated_at"
 
 
 class InvalidCursor(ValueError):
@@ -40,7 +41,7 @@ def _tenant_clause(alias: str, tenant_id: str | None) -> str:
 def wallet_row(wallet_id: str, tenant_id: str | None) -> dict | None:
     """The wallet's row if it exists for this tenant."""
     with engine().connect() as conn:
-        row = conn.execute(text(f"SELECT {_WALLET_COLUMNS} FROM wallets w WHERE w.id = CAST(:id AS uuid)"
+        row = conn.execute(text(f"SELECT {WALLET_VIEW_COLUMNS} FROM wallets w WHERE w.id = CAST(:id AS uuid)"
                                 + _tenant_clause("w", tenant_id)),
                            {"id": wallet_id, "tenant": tenant_id}).mappings().first()
     return dict(row) if row else None
@@ -60,7 +61,7 @@ def list_user_wallets(user_id: str, tenant_id: str | None, limit: int, cursor: s
         params.update(c_created=c["created_at"], c_id=c["id"])
     with engine().connect() as conn:
         rows = conn.execute(text(
-            f"SELECT {_WALLET_COLUMNS} FROM wallets w WHERE w.user_id = :user" + _tenant_clause("w", tenant_id)
+            f"SELECT {WALLET_VIEW_COLUMNS} FROM wallets w WHERE w.user_id = :user" + _tenant_clause("w", tenant_id)
             + after + " ORDER BY w.created_at DESC, w.id DESC LIMIT :limit"), params).mappings().all()
     items, next_cursor = rows[:limit], None
     if len(rows) > limit:
@@ -96,3 +97,81 @@ def get_job(job_id: str, tenant_id: str | None) -> dict | None:
                                 + _tenant_clause("j", tenant_id)),
                            {"id": job_id, "tenant": tenant_id}).mappings().first()
     return job_view(row) if row else None
+
+
+def hold_row(hold_id: str, tenant_id: str | None) -> dict | None:
+    with engine().connect() as conn:
+        row = conn.execute(text("SELECT h.*, now() AS read_at FROM holds h WHERE h.id = CAST(:id AS uuid)"
+                                + _tenant_clause("h", tenant_id)),
+                           {"id": hold_id, "tenant": tenant_id}).mappings().first()
+    return dict(row) if row else None
+
+
+def get_hold(hold_id: str, tenant_id: str | None) -> dict | None:
+    row = hold_row(hold_id, tenant_id)
+    return hold_view(row, row["read_at"]) if row else None
+
+
+def transaction_row(transaction_id: str, tenant_id: str | None) -> dict | None:
+    with engine().connect() as conn:
+        row = conn.execute(text("SELECT e.* FROM journal_entries e WHERE e.id = CAST(:id AS uuid)"
+                                + _tenant_clause("e", tenant_id)),
+                           {"id": transaction_id, "tenant": tenant_id}).mappings().first()
+    return dict(row) if row else None
+
+
+def get_transaction(transaction_id: str, tenant_id: str | None) -> dict | None:
+    row = transaction_row(transaction_id, tenant_id)
+    return transaction_view(row) if row else None
+
+
+_BALANCE_AT = text("""
+    SELECT coalesce((SELECT p.balance_after FROM postings p
+                      WHERE p.wallet_id = CAST(:wallet AS uuid) AND p.created_at <= :at
+                      ORDER BY p.wallet_version DESC LIMIT 1), 0) AS balance,
+           coalesce((SELECT sum(h.amount) FROM holds h
+                      WHERE h.wallet_id = CAST(:wallet AS uuid) AND h.created_at <= :at AND h.expires_at > :at
+                        AND (h.released_at IS NULL OR h.released_at > :at)), 0) AS held
+""")
+
+
+def balance_as_of(wallet: dict, as_of) -> dict:
+    """Posted and available balance at a past instant, from the postings' balance_after."""
+    with engine().connect() as conn:
+        if as_of is None:
+            as_of = conn.execute(text("SELECT now()")).scalar()
+        row = conn.execute(_BALANCE_AT, {"wallet": str(wallet["id"]), "at": as_of}).mappings().one()
+    currency = wallet["currency"]
+    return {"balance": format_amount(row["balance"], currency),
+            "available_balance": format_amount(row["balance"] - row["held"], currency),
+            "as_of": timestamp(as_of)}
+
+
+def statement(wallet: dict, start, end) -> dict:
+    """Opening balance at `start`, every transaction in [start, end] oldest first, closing balance at `end`."""
+    wallet_id = str(wallet["id"])
+    with engine().connect() as conn:
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        start = start or wallet["created_at"]
+        end = end or conn.execute(text("SELECT now()")).scalar()
+        opening = conn.execute(text("""
+            SELECT coalesce((SELECT balance_after FROM postings WHERE wallet_id = CAST(:wallet AS uuid)
+                               AND created_at < :start ORDER BY wallet_version DESC LIMIT 1), 0)
+        """), {"wallet": wallet_id, "start": start}).scalar()
+        rows = conn.execute(text("""
+            SELECT p.amount AS wallet_amount, p.balance_after AS wallet_balance_after, e.*
+              FROM postings p JOIN journal_entries e ON e.id = p.entry_id
+             WHERE p.wallet_id = CAST(:wallet AS uuid) AND p.created_at >= :start AND p.created_at <= :end
+             ORDER BY p.wallet_version
+        """), {"wallet": wallet_id, "start": start, "end": end}).mappings().all()
+    currency = wallet["currency"]
+    closing = rows[-1]["wallet_balance_after"] if rows else opening
+    items = []
+    for r in rows:
+        item = transaction_view(r)
+        item["direction"] = "credit" if r["wallet_amount"] > 0 else "debit"
+        item["running_balance"] = format_amount(r["wallet_balance_after"], currency)
+        items.append(item)
+    return {"wallet_id": wallet_id, "currency": currency, "from": timestamp(start), "to": timestamp(end),
+            "opening_balance": format_amount(opening, currency), "closing_balance": format_amount(closing, currency),
+            "items": items}

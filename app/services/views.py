@@ -1,6 +1,7 @@
 """How wallets, transactions and jobs look to clients (JSON-ready dicts)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from app.domain.money import format_amount
@@ -13,29 +14,63 @@ def timestamp(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def wallet_view(w) -> dict:
-    """A wallet row (mapping) or domain Wallet plus timestamps, as the API shows it."""
-    get = w.get if isinstance(w, dict) else w.__getitem__
+def _money(value, currency: str) -> str | None:
+    return None if value is None else format_amount(value, currency)
+
+
+def wallet_view(w: Mapping) -> dict:
+    """A wallet row (with `held`, the active holds' total) as the API shows it."""
+    currency = w["currency"]
     return {
-        "id": str(get("id")),
-        "user_id": get("user_id"),
-        "currency": get("currency"),
-        "balance": format_amount(get("balance"), get("currency")),
-        "available_balance": format_amount(get("balance"), get("currency")),
-        "status": get("status"),
-        "version": get("version"),
-        "created_at": timestamp(get("created_at")),
-        "updated_at": timestamp(get("updated_at")),
+        "id": str(w["id"]),
+        "user_id": w["user_id"],
+        "currency": currency,
+        "balance": format_amount(w["balance"], currency),
+        "available_balance": format_amount(w["balance"] - w["held"], currency),
+        "status": w["status"],
+        "version": w["version"],
+        "limits": {"per_transaction": _money(w["per_transaction_limit"], currency),
+                   "daily_debit": _money(w["daily_debit_limit"], currency)},
+        "created_at": timestamp(w["created_at"]),
+        "updated_at": timestamp(w["updated_at"]),
     }
 
 
-def transaction_view(e) -> dict:
+def domain_wallet_view(wallet, created_at: datetime, updated_at: datetime) -> dict:
+    """A domain Wallet just written, as the API shows it."""
+    return wallet_view({
+        "id": wallet.id, "user_id": wallet.user_id, "currency": wallet.currency, "balance": wallet.balance,
+        "held": wallet.held, "status": wallet.status, "version": wallet.version,
+        "per_transaction_limit": wallet.limits.per_transaction, "daily_debit_limit": wallet.limits.daily_debit,
+        "created_at": created_at, "updated_at": updated_at,
+    })
+
+
+def hold_view(h: Mapping, now: datetime) -> dict:
+    """A hold row; an active hold past expiry reads expired even before the sweeper marks it."""
+    currency = h["currency"]
+    status = "expired" if h["status"] == "active" and now >= h["expires_at"] else h["status"]
+    return {
+        "id": str(h["id"]),
+        "wallet_id": str(h["wallet_id"]),
+        "amount": format_amount(h["amount"], currency),
+        "captured_amount": format_amount(h["captured_amount"], currency),
+        "currency": currency,
+        "status": status,
+        "expires_at": timestamp(h["expires_at"]),
+        "reference": h["reference"],
+        "created_at": timestamp(h["created_at"]),
+    }
+
+
+def transaction_view(e: Mapping) -> dict:
     """A journal entry row as the API's transaction."""
     currency = e["currency"]
 
     def money(value):
-        return None if value is None else format_amount(value, currency)
+        return _money(value, currency)
 
+    reverses = e.get("reverses_entry_id")
     return {
         "id": str(e["id"]),
         "type": e["type"],
@@ -46,6 +81,7 @@ def transaction_view(e) -> dict:
         "balance_after": money(e["balance_after"]),
         "counterparty_balance_after": money(e["counterparty_balance_after"]),
         "reference": e["reference"],
+        "reverses_transaction_id": None if reverses is None else str(reverses),
         "created_at": timestamp(e["created_at"]),
     }
 

@@ -1,3 +1,4 @@
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -5,6 +6,8 @@ import pytest
 from app.domain import ledger
 from app.domain.errors import CurrencyMismatch, InsufficientFunds, WalletNotActive
 from app.domain.ledger import Wallet
+
+TODAY = date(2026, 11, 25)
 
 
 def wallet(balance="0", currency="USD", status="active", wid="a", version=1) -> Wallet:
@@ -20,30 +23,30 @@ def test_funding_moves_money_from_the_funding_account_and_bumps_the_version():
 
 
 def test_transfer_debits_source_credits_destination_and_balances():
-    entry = ledger.transfer(wallet("10", wid="a"), wallet("1", wid="b"), Decimal("4"))
+    entry = ledger.transfer(wallet("10", wid="a"), wallet("1", wid="b"), Decimal("4"), TODAY)
     assert entry.wallet_after("a").balance == Decimal("6")
     assert entry.wallet_after("b").balance == Decimal("5")
     assert sum(p.amount for p in entry.postings) == 0
 
 
 def test_wallets_are_written_in_id_order_whatever_the_direction():
-    entry = ledger.transfer(wallet("10", wid="z"), wallet("0", wid="b"), Decimal("1"))
+    entry = ledger.transfer(wallet("10", wid="z"), wallet("0", wid="b"), Decimal("1"), TODAY)
     assert [w.id for w in entry.wallets_after] == ["b", "z"]
 
 
 def test_transfer_cannot_overdraw():
     with pytest.raises(InsufficientFunds):
-        ledger.transfer(wallet("3", wid="a"), wallet(wid="b"), Decimal("3.01"))
+        ledger.transfer(wallet("3", wid="a"), wallet(wid="b"), Decimal("3.01"), TODAY)
 
 
 def test_transfer_of_the_whole_balance_leaves_zero():
-    entry = ledger.transfer(wallet("3", wid="a"), wallet(wid="b"), Decimal("3"))
+    entry = ledger.transfer(wallet("3", wid="a"), wallet(wid="b"), Decimal("3"), TODAY)
     assert entry.wallet_after("a").balance == 0
 
 
 def test_transfer_across_currencies_is_refused():
     with pytest.raises(CurrencyMismatch):
-        ledger.transfer(wallet("10", wid="a"), wallet(wid="b", currency="EUR"), Decimal("1"))
+        ledger.transfer(wallet("10", wid="a"), wallet(wid="b", currency="EUR"), Decimal("1"), TODAY)
 
 
 @pytest.mark.parametrize("status", ["frozen", "closed"])
@@ -51,9 +54,9 @@ def test_inactive_wallets_take_part_in_no_movement(status):
     with pytest.raises(WalletNotActive):
         ledger.fund(wallet(status=status), Decimal("1"))
     with pytest.raises(WalletNotActive):
-        ledger.transfer(wallet("10", wid="a"), wallet(wid="b", status=status), Decimal("1"))
+        ledger.transfer(wallet("10", wid="a"), wallet(wid="b", status=status), Decimal("1"), TODAY)
     with pytest.raises(WalletNotActive):
-        ledger.transfer(wallet("10", wid="a", status=status), wallet(wid="b"), Decimal("1"))
+        ledger.transfer(wallet("10", wid="a", status=status), wallet(wid="b"), Decimal("1"), TODAY)
 
 
 def test_an_unbalanced_entry_cannot_exist():

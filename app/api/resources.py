@@ -1,0 +1,60 @@
+"""Looking up what a request names: 404 for what the caller cannot see, 422 for bad amounts."""
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from flask import request
+
+from app.api.context import current_tenant
+from app.api.problems import ApiError, validation_failed
+from app.api.schemas import PageQuerySchema, load
+from app.domain.errors import InvalidAmount
+from app.domain.money import parse_amount
+from app.services import queries
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _require(kind: str, value: str, lookup) -> dict:
+    row = lookup(value, current_tenant()) if _is_uuid(value) else None
+    if row is None:
+        raise ApiError(f"{kind.upper()}_NOT_FOUND", f"{kind} {value} does not exist")
+    return row
+
+
+def require_wallet(wallet_id: str) -> dict:
+    """The caller's wallet row, or 404 exactly as if it did not exist."""
+    return _require("wallet", wallet_id, queries.wallet_row)
+
+
+def require_hold(hold_id: str) -> dict:
+    return _require("hold", hold_id, queries.hold_row)
+
+
+def require_transaction(transaction_id: str) -> dict:
+    return _require("transaction", transaction_id, queries.transaction_row)
+
+
+def amount_in(currency: str, value: str | None, field: str = "amount") -> Decimal | None:
+    """A body amount checked against the currency's precision (422)."""
+    if value is None:
+        return None
+    try:
+        return parse_amount(value, currency)
+    except InvalidAmount as e:
+        raise validation_failed({field: [e.message]}) from e
+
+
+def page_args() -> dict:
+    return load(PageQuerySchema(), request.args.to_dict())
+
+
+def query_args(schema) -> dict:
+    return load(schema, request.args.to_dict())

@@ -1,0 +1,304 @@
+"""Withdrawals, holds, reversals, freeze and close, limits, balances as of a time, statements."""
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from app.adapters.db import engine
+from app.services.audit import run_audit
+from tests.helpers import balance, create_wallet, funded_wallet, run, wait_job
+from tests.integration.test_concurrency import submit_all, wait_all_final
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def wallet(client, wallet_id: str) -> dict:
+    return client.get(f"/wallets/{wallet_id}").get_json()
+
+
+def ok(job: dict) -> dict:
+    assert job["status"] == "succeeded", job
+    return job["result"]
+
+
+def failed(job: dict, code: str) -> None:
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == code, job
+
+
+def hold(client, wallet_id: str, amount: str, **extra) -> dict:
+    return run(client, f"/wallets/{wallet_id}/holds", {"amount": amount, **extra})
+
+
+def test_withdraw_takes_money_out_through_the_withdrawals_account(client):
+    w = funded_wallet(client, "50.00")
+    tx = ok(run(client, f"/wallets/{w}/withdraw", {"amount": "20.00", "reference": "payout-1"}))
+    assert tx["type"] == "WITHDRAWAL" and tx["balance_after"] == "30.00" and tx["reference"] == "payout-1"
+    failed(run(client, f"/wallets/{w}/withdraw", {"amount": "30.01"}), "INSUFFICIENT_FUNDS")
+    assert balance(client, w) == "30.00"
+    assert run_audit().ok
+
+
+def test_twenty_concurrent_holds_never_oversubscribe_a_wallet(client, stack):
+    w = funded_wallet(client, "100.00")
+    job_ids = submit_all(stack, [(f"/wallets/{w}/holds", {"amount": "10.00"})] * 20)
+    jobs = wait_all_final(job_ids)
+    assert sum(j["status"] == "succeeded" for j in jobs.values()) == 10
+    assert {j["error"]["code"] for j in jobs.values() if j["status"] == "failed"} == {"INSUFFICIENT_FUNDS"}
+    state = wallet(client, w)
+    assert state["balance"] == "100.00" and state["available_balance"] == "0.00"
+    failed(run(client, f"/wallets/{w}/withdraw", {"amount": "0.01"}), "INSUFFICIENT_FUNDS")
+    assert run_audit().ok
+
+
+def test_a_hold_reads_and_counts_as_described(client):
+    w = funded_wallet(client, "40.00")
+    h = ok(hold(client, w, "15.00", reference="order-9"))
+    assert h["status"] == "active" and h["amount"] == "15.00" and h["captured_amount"] == "0.00"
+    assert h["reference"] == "order-9" and h["wallet_id"] == w
+    expires = datetime.fromisoformat(h["expires_at"].replace("Z", "+00:00"))
+    assert timedelta(days=6, hours=23) < expires - datetime.now(timezone.utc) <= timedelta(days=7)
+    assert client.get(f"/holds/{h['id']}").get_json() == h
+    assert wallet(client, w)["available_balance"] == "25.00"
+
+
+def test_partial_capture_moves_money_releases_the_rest_and_is_final(client):
+    payer = funded_wallet(client, "100.00")
+    merchant = create_wallet(client, user_id="merchant")
+    h = ok(hold(client, payer, "30.00"))
+    tx = ok(run(client, f"/holds/{h['id']}/capture", {"amount": "12.50", "to_wallet_id": merchant}))
+    assert tx["type"] == "CAPTURE" and tx["amount"] == "12.50"
+    assert tx["balance_after"] == "87.50" and tx["counterparty_balance_after"] == "12.50"
+    captured = client.get(f"/holds/{h['id']}").get_json()
+    assert captured["status"] == "captured" and captured["captured_amount"] == "12.50"
+    assert wallet(client, payer)["available_balance"] == "87.50"
+    failed(run(client, f"/holds/{h['id']}/void"), "HOLD_NOT_ACTIVE")
+    failed(run(client, f"/holds/{h['id']}/capture"), "HOLD_NOT_ACTIVE")
+    assert balance(client, merchant) == "12.50" and balance(client, payer) == "87.50"
+    assert run_audit().ok
+
+
+def test_capture_out_of_the_system_and_void(client):
+    w = funded_wallet(client, "10.00")
+    h1 = ok(hold(client, w, "4.00"))
+    tx = ok(run(client, f"/holds/{h1['id']}/capture"))  # whole hold, to the withdrawals account
+    assert tx["amount"] == "4.00" and tx["counterparty_wallet_id"] is None
+    h2 = ok(hold(client, w, "6.00"))
+    assert wallet(client, w)["available_balance"] == "0.00"
+    voided = ok(run(client, f"/holds/{h2['id']}/void", None))
+    assert voided["status"] == "voided"
+    assert wallet(client, w)["available_balance"] == "6.00" and balance(client, w) == "6.00"
+
+
+def test_capture_rules_checked_at_submit(client):
+    w = funded_wallet(client, "10.00")
+    h = ok(hold(client, w, "4.00"))
+    r = client.post(f"/holds/{h['id']}/capture", json={"amount": "4.01"})
+    assert r.status_code == 422 and "amount" in r.get_json()["errors"]
+    r = client.post(f"/holds/{h['id']}/capture", json={"to_wallet_id": str(uuid.uuid4())})
+    assert r.status_code == 404 and r.get_json()["code"] == "WALLET_NOT_FOUND"
+    r = client.post(f"/holds/{uuid.uuid4()}/capture", json={})
+    assert r.status_code == 404 and r.get_json()["code"] == "HOLD_NOT_FOUND"
+    eur = create_wallet(client, currency="EUR")
+    failed(run(client, f"/holds/{h['id']}/capture", {"to_wallet_id": eur}), "CURRENCY_MISMATCH")
+
+
+@pytest.mark.usefixtures("beat")
+def test_an_expired_hold_releases_its_funds_by_itself_and_cannot_be_captured(client):
+    w = funded_wallet(client, "10.00")
+    h = ok(hold(client, w, "10.00", expires_in_seconds=1))
+    assert wallet(client, w)["available_balance"] == "0.00"
+    time.sleep(1.2)
+    # Nothing touched the hold: its money is available again and it reads expired.
+    assert wallet(client, w)["available_balance"] == "10.00"
+    assert client.get(f"/holds/{h['id']}").get_json()["status"] == "expired"
+    failed(run(client, f"/holds/{h['id']}/capture"), "HOLD_NOT_ACTIVE")
+    failed(run(client, f"/holds/{h['id']}/void"), "HOLD_NOT_ACTIVE")
+
+    def recorded_expired():
+        with engine().connect() as conn:
+            return conn.execute(text("SELECT status, released_at FROM holds WHERE id = :id"), {"id": h["id"]}).one()
+
+    deadline = time.monotonic() + 5
+    while recorded_expired().status != "expired":
+        assert time.monotonic() < deadline, "beat did not record the expiry within 5 s"
+        time.sleep(0.2)
+    with engine().connect() as conn:
+        events = conn.execute(text("SELECT count(*) FROM outbox WHERE type = 'HOLD_EXPIRED' AND aggregateid = :w"),
+                              {"w": w}).scalar()
+    assert events == 1
+    assert ok(run(client, f"/wallets/{w}/withdraw", {"amount": "10.00"}))["balance_after"] == "0.00"
+    assert run_audit().ok
+
+
+def test_reversal_of_a_transfer_and_beyond_the_original(client):
+    a = funded_wallet(client, "100.00")
+    b = create_wallet(client)
+    tx = ok(run(client, f"/wallets/{a}/transfer", {"to_wallet_id": b, "amount": "40.00"}))
+    rev = ok(run(client, f"/transactions/{tx['id']}/reverse", {"amount": "15.00", "reason": "partial refund"}))
+    assert rev["type"] == "REVERSAL" and rev["reverses_transaction_id"] == tx["id"]
+    assert balance(client, a) == "75.00" and balance(client, b) == "25.00"
+    failed(run(client, f"/transactions/{tx['id']}/reverse", {"amount": "25.01"}), "REVERSAL_EXCEEDS_ORIGINAL")
+    ok(run(client, f"/transactions/{tx['id']}/reverse"))  # the remaining 25.00
+    assert balance(client, a) == "100.00" and balance(client, b) == "0.00"
+    failed(run(client, f"/transactions/{tx['id']}/reverse", {"amount": "0.01"}), "REVERSAL_EXCEEDS_ORIGINAL")
+    r = client.post(f"/transactions/{rev['id']}/reverse", json={})
+    assert r.status_code == 422
+    assert run_audit().ok
+
+
+def test_reversal_of_a_transfer_needs_the_receivers_available_balance(client):
+    a = funded_wallet(client, "10.00")
+    b = create_wallet(client)
+    c = create_wallet(client)
+    tx = ok(run(client, f"/wallets/{a}/transfer", {"to_wallet_id": b, "amount": "10.00"}))
+    ok(run(client, f"/wallets/{b}/transfer", {"to_wallet_id": c, "amount": "8.00"}))
+    failed(run(client, f"/transactions/{tx['id']}/reverse"), "INSUFFICIENT_FUNDS")
+    ok(run(client, f"/transactions/{tx['id']}/reverse", {"amount": "2.00"}))
+    assert balance(client, a) == "2.00" and balance(client, b) == "0.00"
+
+
+@pytest.mark.parametrize("kind", ["fund", "withdrawal", "capture"])
+def test_reversal_of_fund_withdrawal_and_capture(client, kind):
+    w = funded_wallet(client, "50.00")
+    if kind == "fund":
+        tx = client.get(f"/wallets/{w}/transactions").get_json()["items"][0]
+        expected = "30.00"
+    elif kind == "withdrawal":
+        tx = ok(run(client, f"/wallets/{w}/withdraw", {"amount": "20.00"}))
+        expected = "50.00"
+    else:
+        h = ok(hold(client, w, "20.00"))
+        tx = ok(run(client, f"/holds/{h['id']}/capture"))
+        expected = "50.00"
+    ok(run(client, f"/transactions/{tx['id']}/reverse", {"amount": "20.00"}))
+    assert balance(client, w) == expected
+    assert run_audit().ok
+
+
+def test_a_frozen_wallet_refuses_debits_and_credits_until_unfrozen(client):
+    a = funded_wallet(client, "20.00")
+    b = funded_wallet(client, "20.00")
+    frozen = ok(run(client, f"/wallets/{a}/freeze", {"reason": "fraud review"}))
+    assert frozen["status"] == "frozen"
+    failed(run(client, f"/wallets/{a}/fund", {"amount": "1.00"}), "WALLET_NOT_ACTIVE")
+    failed(run(client, f"/wallets/{a}/withdraw", {"amount": "1.00"}), "WALLET_NOT_ACTIVE")
+    failed(run(client, f"/wallets/{a}/transfer", {"to_wallet_id": b, "amount": "1.00"}), "WALLET_NOT_ACTIVE")
+    failed(run(client, f"/wallets/{b}/transfer", {"to_wallet_id": a, "amount": "1.00"}), "WALLET_NOT_ACTIVE")
+    failed(run(client, f"/wallets/{a}/holds", {"amount": "1.00"}), "WALLET_NOT_ACTIVE")
+    assert client.post(f"/wallets/{a}/freeze", json={}).status_code == 422  # a reason is required
+    assert ok(run(client, f"/wallets/{a}/unfreeze"))["status"] == "active"
+    ok(run(client, f"/wallets/{b}/transfer", {"to_wallet_id": a, "amount": "1.00"}))
+    assert balance(client, a) == "21.00" and balance(client, b) == "19.00"
+
+
+def test_close_needs_an_empty_wallet_and_is_final(client):
+    w = funded_wallet(client, "5.00")
+    failed(run(client, f"/wallets/{w}/close"), "WALLET_NOT_EMPTY")
+    ok(run(client, f"/wallets/{w}/withdraw", {"amount": "2.00"}))
+    h = ok(hold(client, w, "3.00"))
+    ok(run(client, f"/holds/{h['id']}/capture", {"amount": "3.00"}))
+    assert balance(client, w) == "0.00"
+    h2_job = run(client, f"/wallets/{w}/holds", {"amount": "1.00"})
+    failed(h2_job, "INSUFFICIENT_FUNDS")
+    closed = ok(run(client, f"/wallets/{w}/close"))
+    assert closed["status"] == "closed"
+    failed(run(client, f"/wallets/{w}/fund", {"amount": "1.00"}), "WALLET_NOT_ACTIVE")
+    failed(run(client, f"/wallets/{w}/unfreeze"), "WALLET_NOT_ACTIVE")
+    failed(run(client, f"/wallets/{w}/freeze", {"reason": "x"}), "WALLET_NOT_ACTIVE")
+    failed(put_limits(client, w, {"per_transaction": "1.00"}), "WALLET_NOT_ACTIVE")
+    failed(run(client, f"/wallets/{w}/close"), "WALLET_NOT_ACTIVE")
+    assert run_audit().ok
+
+
+def test_close_is_refused_while_a_hold_is_active(client):
+    w = funded_wallet(client, "5.00")
+    h = ok(hold(client, w, "5.00"))
+    assert wallet(client, w)["available_balance"] == "0.00"
+    failed(run(client, f"/wallets/{w}/close"), "WALLET_NOT_EMPTY")
+    ok(run(client, f"/holds/{h['id']}/capture"))
+    assert ok(run(client, f"/wallets/{w}/close"))["status"] == "closed"
+
+
+def put_limits(client, wallet_id: str, body: dict) -> dict:
+    r = client.put(f"/wallets/{wallet_id}/limits", json=body)
+    assert r.status_code == 202, r.get_json()
+    return wait_job(client, r.get_json()["id"])
+
+
+def test_limits_refuse_the_debit_that_crosses_them(client):
+    a = funded_wallet(client, "1000.00")
+    b = create_wallet(client)
+    result = ok(put_limits(client, a, {"per_transaction": "100.00", "daily_debit": "250.00"}))
+    assert result["limits"] == {"per_transaction": "100.00", "daily_debit": "250.00"}
+    failed(run(client, f"/wallets/{a}/withdraw", {"amount": "100.01"}), "LIMIT_EXCEEDED")
+    ok(run(client, f"/wallets/{a}/withdraw", {"amount": "100.00"}))
+    ok(run(client, f"/wallets/{a}/transfer", {"to_wallet_id": b, "amount": "100.00"}))
+    failed(run(client, f"/wallets/{a}/holds", {"amount": "50.01"}), "LIMIT_EXCEEDED")
+    ok(run(client, f"/wallets/{a}/holds", {"amount": "50.00"}))
+    failed(run(client, f"/wallets/{a}/withdraw", {"amount": "0.01"}), "LIMIT_EXCEEDED")
+    ok(run(client, f"/wallets/{a}/fund", {"amount": "1.00"}))  # credits are not limited
+    ok(put_limits(client, a, {}))  # PUT replaces: no limits
+    ok(run(client, f"/wallets/{a}/withdraw", {"amount": "500.00"}))
+    assert wallet(client, a)["limits"] == {"per_transaction": None, "daily_debit": None}
+
+
+def test_daily_limit_holds_under_concurrent_debits(client, stack):
+    w = funded_wallet(client, "1000.00")
+    ok(put_limits(client, w, {"daily_debit": "100.00"}))
+    job_ids = submit_all(stack, [(f"/wallets/{w}/withdraw", {"amount": "7.00"})] * 30)
+    jobs = wait_all_final(job_ids)
+    succeeded = sum(j["status"] == "succeeded" for j in jobs.values())
+    assert succeeded == 14  # 14 × 7.00 = 98.00; a 15th would cross 100.00
+    assert {j["error"]["code"] for j in jobs.values() if j["status"] == "failed"} == {"LIMIT_EXCEEDED"}
+    assert balance(client, w) == "902.00"
+
+
+def test_limit_amounts_are_validated(client):
+    w = create_wallet(client, currency="JPY")
+    assert client.put(f"/wallets/{w}/limits", json={"per_transaction": "1.5"}).status_code == 422
+    assert client.put(f"/wallets/{w}/limits", json={"daily_debit": 5}).status_code == 422
+    assert client.put(f"/wallets/{w}/limits", json={"weekly": "5"}).status_code == 422
+
+
+def test_balance_as_of_and_statement_match_a_hand_computed_example(client):
+    a = create_wallet(client)
+    b = create_wallet(client)
+    ok(run(client, f"/wallets/{a}/fund", {"amount": "100.00"}))          # 100.00
+    time.sleep(0.05)
+    t1 = datetime.now(timezone.utc)
+    time.sleep(0.05)
+    ok(run(client, f"/wallets/{a}/transfer", {"to_wallet_id": b, "amount": "30.00"}))  # 70.00
+    ok(run(client, f"/wallets/{a}/withdraw", {"amount": "5.25"}))        # 64.75
+    h = ok(hold(client, a, "10.00"))                                   # available 54.75
+    time.sleep(0.05)
+    t2 = datetime.now(timezone.utc)
+    time.sleep(0.05)
+    ok(run(client, f"/wallets/{b}/transfer", {"to_wallet_id": a, "amount": "0.75"}))   # 65.50
+    ok(run(client, f"/holds/{h['id']}/void"))                           # available 65.50
+
+    def balance_at(t):
+        return client.get(f"/wallets/{a}/balance", query_string={"as_of": t.isoformat()}).get_json()
+
+    assert balance_at(t1) == {"balance": "100.00", "available_balance": "100.00",
+                              "as_of": t1.isoformat(timespec="microseconds").replace("+00:00", "Z")}
+    at_t2 = balance_at(t2)
+    assert (at_t2["balance"], at_t2["available_balance"]) == ("64.75", "54.75")
+    now = client.get(f"/wallets/{a}/balance").get_json()
+    assert (now["balance"], now["available_balance"]) == ("65.50", "65.50")
+
+    statement = client.get(f"/wallets/{a}/statement",
+                           query_string={"from": t1.isoformat(), "to": t2.isoformat()}).get_json()
+    assert statement["opening_balance"] == "100.00" and statement["closing_balance"] == "64.75"
+    assert [(i["type"], i["amount"], i["direction"], i["running_balance"]) for i in statement["items"]] == [
+        ("TRANSFER", "30.00", "debit", "70.00"), ("WITHDRAWAL", "5.25", "debit", "64.75")]
+    whole = client.get(f"/wallets/{a}/statement").get_json()
+    assert whole["opening_balance"] == "0.00" and whole["closing_balance"] == "65.50"
+    assert [i["type"] for i in whole["items"]] == ["FUND", "TRANSFER", "WITHDRAWAL", "TRANSFER"]
+    before = client.get(f"/wallets/{a}/balance", query_string={"as_of": "2020-01-01T00:00:00Z"}).get_json()
+    assert before["balance"] == "0.00"
+    assert client.get(f"/wallets/{a}/balance?as_of=yesterday").status_code == 422
+    assert client.get(f"/wallets/{a}/balance?as_of=2999-01-01T00:00:00Z").status_code == 422
+    assert client.get(f"/wallets/{a}/statement?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z").status_code == 422
