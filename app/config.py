@@ -40,6 +40,15 @@ class Settings:
     statement_timeout_ms: int
     lock_timeout_ms: int
     max_wait_seconds: int
+    # Outbox relay: rows per batch, poll fallback when no NOTIFY arrives, cap of the retry backoff.
+    relay_batch_size: int
+    relay_poll_interval_s: float
+    relay_backoff_max_s: float
+    # History consumer. tansu needs short group timeouts (joins take ~3 s instead of ~23 s);
+    # 6000/1000 are also valid on Apache Kafka (its group.min.session.timeout.ms is 6000).
+    kafka_session_timeout_ms: int
+    kafka_heartbeat_interval_ms: int
+    history_max_poll_records: int
 
 
 @lru_cache(maxsize=1)
@@ -67,4 +76,10 @@ def settings() -> Settings:
         statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", 10000),
         lock_timeout_ms=_int("DB_LOCK_TIMEOUT_MS", 5000),
         max_wait_seconds=30,
+        relay_batch_size=_int("RELAY_BATCH_SIZE", 500),
+        relay_poll_interval_s=_float("RELAY_POLL_INTERVAL_S", 1.0),
+        relay_backoff_max_s=_float("RELAY_BACKOFF_MAX_S", 10.0),
+        kafka_session_timeout_ms=_int("KAFKA_SESSION_TIMEOUT_MS", 6000),
+        kafka_heartbeat_interval_ms=_int("KAFKA_HEARTBEAT_INTERVAL_MS", 1000),
+        history_max_poll_records=_int("HISTORY_MAX_POLL_RECORDS", 500),
     )

@@ -1,0 +1,54 @@
+"""Kafka clients built from settings: one producer per process, never shared across fork."""
+from __future__ import annotations
+
+import os
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from app.config import settings
+
+
+def producer(**overrides) -> KafkaProducer:
+    """A producer that keeps per-key order under retries (idempotent, acks from all replicas).
+
+    Create it in the process that uses it: a KafkaProducer's sockets and sender
+    thread do not survive fork (kafka-python #1098, #1732).
+    """
+    s = settings()
+    config = dict(
+        bootstrap_servers=s.kafka_bootstrap_servers.split(","),
+        client_id=f"wallet-relay-{os.getpid()}",
+        acks="all",
+        enable_idempotence=True,  # retries never reorder or duplicate within a partition
+        linger_ms=0,  # latency first: batches still form while a request is in flight
+        # Fail fast when the broker is away so the relay backs off instead of hanging.
+        max_block_ms=5_000,
+        request_timeout_ms=5_000,
+        delivery_timeout_ms=10_000,
+    )
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def consumer(*topics: str, group_id: str | None = None, **overrides) -> KafkaConsumer:
+    """A consumer-group member that commits offsets only when told to (after the DB commit)."""
+    s = settings()
+    config = dict(
+        bootstrap_servers=s.kafka_bootstrap_servers.split(","),
+        group_id=group_id or s.kafka_group_id,
+        client_id=f"history-worker-{os.getpid()}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=s.kafka_session_timeout_ms,
+        heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
+        max_poll_records=s.history_max_poll_records,
+    )
+    config.update(overrides)
+    return KafkaConsumer(*topics, **config)
+
+
+def admin_consumer(**overrides) -> KafkaConsumer:
+    """A group-less consumer for reading end offsets and metadata (operator commands, tests)."""
+    s = settings()
+    return KafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers.split(","), enable_auto_commit=False,
+                         client_id=f"wallet-admin-{os.getpid()}", **overrides)

@@ -1,0 +1,45 @@
+"""Operator commands: `python -m app.cli <group> <command>` (e.g. `history rebuild`).
+
+Command groups live with the code they operate and are listed in COMMANDS as
+"module:attribute"; a group is imported only when it is invoked (or listed in
+--help), so adding one is a line here and a click group in its own module.
+"""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+COMMANDS: dict[str, str] = {
+    "history": "history.cli:history",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attribute = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Operator commands of the wallet system (configuration from the environment)."""
+
+
+def main() -> None:
+    cli(prog_name="python -m app.cli")
+
+
+if __name__ == "__main__":
+    main()

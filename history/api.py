@@ -1,0 +1,84 @@
+"""The History API (Flask, `create_app`): wallet history and user activity from the read model."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Blueprint, Flask, jsonify, request
+
+from app.api import context, problems
+from app.api.problems import validation_failed
+from app.services.queries import InvalidCursor
+from history import queries
+from history.projector import KNOWN_TYPES
+
+bp = Blueprint("history", __name__)
+
+
+def _list_args() -> dict:
+    """limit, cursor, type, from, to from the query string; every malformed one is a 422."""
+    args, errors = request.args, {}
+    limit = 50
+    if "limit" in args:
+        try:
+            limit = int(args["limit"])
+            if not 1 <= limit <= 500:
+                raise ValueError
+        except ValueError:
+            errors["limit"] = ["must be an integer from 1 to 500"]
+    cursor = args.get("cursor")
+    if cursor is not None and not 1 <= len(cursor) <= 500:
+        errors["cursor"] = ["malformed cursor"]
+    types = [t.strip() for value in args.getlist("type") for t in value.split(",") if t.strip()] or None
+    unknown = sorted(set(types or ()) - KNOWN_TYPES)
+    if unknown:
+        errors["type"] = [f"unknown event type {', '.join(unknown)}; one of {', '.join(sorted(KNOWN_TYPES))}"]
+    bounds = {}
+    for name in ("from", "to"):
+        if name in args:
+            try:
+                value = datetime.fromisoformat(args[name])
+                if value.tzinfo is None or "T" not in args[name].upper():
+                    raise ValueError
+                bounds[name] = value
+            except ValueError:
+                errors[name] = ["must be an RFC 3339 timestamp with a UTC offset, e.g. 2026-01-31T12:00:00Z"]
+    if "from" in bounds and "to" in bounds and bounds["from"] > bounds["to"]:
+        errors["to"] = ["must not be before from"]
+    if errors:
+        raise validation_failed(errors, "the query string is not valid")
+    return {"limit": limit, "cursor": cursor, "types": types, "since": bounds.get("from"), "until": bounds.get("to")}
+
+
+def _page(read, key: str):
+    try:
+        return jsonify(read(key, **_list_args()))
+    except InvalidCursor as e:
+        raise validation_failed({"cursor": [str(e)]}, "the query string is not valid") from e
+
+
+@bp.get("/wallets/<wallet_id>/history")
+def wallet_history(wallet_id: str):
+    # An unknown wallet is 200 with no items: the read model may lag behind the wallet's creation.
+    return _page(queries.wallet_history, wallet_id)
+
+
+@bp.get("/users/<user_id>/activity")
+def user_activity(user_id: str):
+    return _page(queries.user_activity, user_id)
+
+
+@bp.get("/health")
+def health():
+    return jsonify(status="ok")
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(__name__, static_folder=None)
+    app.config.update(JSON_SORT_KEYS=False)
+    if test_config:
+        app.config.update(test_config)
+    app.json.sort_keys = False
+    context.register(app)
+    problems.register(app)
+    app.register_blueprint(bp)
+    return app

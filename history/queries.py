@@ -1,0 +1,111 @@
+"""Reads of the history read model, newest first, with keyset cursors."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import text
+
+from app.adapters.db import engine
+from app.domain.money import format_amount
+from app.services.queries import InvalidCursor, decode_cursor, encode_cursor
+from app.services.views import timestamp
+
+_COLUMNS = ("event_id::text, event_type, wallet_id::text, user_id, currency, amount, balance_after, wallet_version,"
+            " transaction_id::text, counterparty_wallet_id::text, request_id, occurred_at")
+
+
+def event_view(row) -> dict:
+    """A history row as the API's event."""
+    def money(value):
+        return None if value is None else format_amount(value, row["currency"])
+
+    return {
+        "event_id": row["event_id"],
+        "event_type": row["event_type"],
+        "wallet_id": row["wallet_id"],
+        "user_id": row["user_id"],
+        "amount": money(row["amount"]),
+        "balance_after": money(row["balance_after"]),
+        "wallet_version": row["wallet_version"],
+        "transaction_id": row["transaction_id"],
+        "counterparty_wallet_id": row["counterparty_wallet_id"],
+        "request_id": row["request_id"],
+        "occurred_at": timestamp(row["occurred_at"]),
+    }
+
+
+def _filters(types: list[str] | None, since: datetime | None, until: datetime | None, params: dict) -> str:
+    sql = ""
+    if types:
+        sql += " AND event_type = ANY(:types)"
+        params["types"] = types
+    if since is not None:
+        sql += " AND occurred_at >= :since"
+        params["since"] = since
+    if until is not None:
+        sql += " AND occurred_at < :until"
+        params["until"] = until
+    return sql
+
+
+def _page(sql: str, params: dict, limit: int, cursor_of) -> dict:
+    with engine().connect() as conn:
+        rows = conn.execute(text(sql), {**params, "limit": limit + 1}).mappings().all()
+    items = rows[:limit]
+    next_cursor = encode_cursor(cursor_of(items[-1])) if len(rows) > limit else None
+    return {"items": [event_view(r) for r in items], "next_cursor": next_cursor}
+
+
+def wallet_history(wallet_id: str, *, limit: int, cursor: str | None, types: list[str] | None = None,
+                   since: datetime | None = None, until: datetime | None = None) -> dict:
+    """A wallet's events in its own order: newest first by wallet_version."""
+    params: dict = {}
+    after = ""
+    if cursor:
+        c = decode_cursor(cursor, "v", "e")
+        if not isinstance(c["v"], int) or not _is_uuid(c["e"]):
+            raise InvalidCursor("malformed cursor")
+        after = " AND (wallet_version, event_id) < (:c_v, CAST(:c_e AS uuid))"
+        params.update(c_v=c["v"], c_e=c["e"])
+    if not _is_uuid(wallet_id):
+        return {"items": [], "next_cursor": None}  # never a wallet: reads like an unknown one
+    params["wallet"] = wallet_id
+    sql = (f"SELECT {_COLUMNS} FROM history_events WHERE wallet_id = CAST(:wallet AS uuid)"
+           + _filters(types, since, until, params) + after
+           + " ORDER BY wallet_version DESC, event_id DESC LIMIT :limit")
+    return _page(sql, params, limit, lambda r: {"v": r["wallet_version"], "e": r["event_id"]})
+
+
+def user_activity(user_id: str, *, limit: int, cursor: str | None, types: list[str] | None = None,
+                  since: datetime | None = None, until: datetime | None = None) -> dict:
+    """A user's events across their wallets: newest first by occurred_at, then event_id.
+
+    A transfer between two wallets of the same user is one event with two rows, so
+    wallet_id breaks the last tie.
+    """
+    params: dict = {"user": user_id}
+    after = ""
+    if cursor:
+        c = decode_cursor(cursor, "t", "e", "w")
+        if not isinstance(c["t"], str) or not _is_uuid(c["e"]) or not _is_uuid(c["w"]):
+            raise InvalidCursor("malformed cursor")
+        try:
+            params["c_t"] = datetime.fromisoformat(c["t"])
+        except ValueError as e:
+            raise InvalidCursor("malformed cursor") from e
+        after = " AND (occurred_at, event_id, wallet_id) < (:c_t, CAST(:c_e AS uuid), CAST(:c_w AS uuid))"
+        params.update(c_e=c["e"], c_w=c["w"])
+    sql = (f"SELECT {_COLUMNS} FROM history_events WHERE user_id = :user"
+           + _filters(types, since, until, params) + after
+           + " ORDER BY occurred_at DESC, event_id DESC, wallet_id DESC LIMIT :limit")
+    return _page(sql, params, limit,
+                 lambda r: {"t": r["occurred_at"].isoformat(), "e": r["event_id"], "w": r["wallet_id"]})
+
+
+def _is_uuid(value) -> bool:
+    try:
+        uuid.UUID(str(value))
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,168 @@
+"""The history worker (`python -m history.worker`): Kafka events → history rows, exactly once in effect.
+
+Per poll batch: one DB transaction inserts every row with ON CONFLICT DO
+NOTHING (rows are unique per (event, wallet), so redelivery is harmless), then
+the offsets (last + 1) are committed. A crash between the two only replays
+the batch. A message that can never be projected is stored in
+history_dead_letters with its topic, partition and offset, and the partition
+moves on. Runs as many instances as the topic has partitions.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import time
+
+from kafka import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+from sqlalchemy.exc import DataError, IntegrityError
+
+from app.adapters import kafka as kafka_clients
+from app.adapters.db import dispose_engine, engine
+from app.config import settings
+from history import store
+from history.projector import InvalidEvent, project
+
+log = logging.getLogger("history.worker")
+
+# Fault injection for the test suite only: exit right after the first DB commit, before the offset commit.
+_EXIT_AFTER_DB_COMMIT = os.environ.get("HISTORY_WORKER_EXIT_AFTER_DB_COMMIT") == "1"
+
+
+class _Stop:
+    requested = False
+
+
+class _AssignmentLog(ConsumerRebalanceListener):
+    """Logs the partitions this instance owns (offsets are committed per batch, so nothing to flush)."""
+
+    def on_partitions_revoked(self, revoked):
+        pass
+
+    def on_partitions_assigned(self, assigned):
+        log.info("assigned partitions: [%s]", ",".join(str(tp.partition) for tp in sorted(assigned)))
+
+
+def _parse(message) -> list[dict]:
+    """The rows of a Kafka record; InvalidEvent when it is not a well-formed event."""
+    try:
+        event = json.loads(message.value)
+    except (TypeError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        raise InvalidEvent(f"value is not JSON: {e}") from e
+    return project(event)
+
+
+def _dead_letter(conn, message, error: str) -> None:
+    log.warning("dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
+    store.insert_dead_letter(conn, topic=message.topic, partition=message.partition, offset=message.offset,
+                             key=message.key, value=message.value, error=error)
+
+
+def apply_batch(messages: list) -> tuple[int, int]:
+    """Write a poll batch's rows and dead letters in one transaction; returns (new rows, rows already there)."""
+    rows, bad = [], []
+    for message in messages:
+        try:
+            rows.extend(_parse(message))
+        except InvalidEvent as e:
+            bad.append((message, str(e)))
+    try:
+        with engine().begin() as conn:
+            inserted = store.insert_rows(conn, rows)
+            for message, error in bad:
+                _dead_letter(conn, message, error)
+        return inserted, len(rows) - inserted
+    except (DataError, IntegrityError):
+        # A message passed the projector but the database refuses it: find it one message at a time.
+        return _apply_one_by_one(messages)
+
+
+def _apply_one_by_one(messages: list) -> tuple[int, int]:
+    inserted = total = 0
+    with engine().begin() as conn:
+        for message in messages:
+            try:
+                rows = _parse(message)
+                with conn.begin_nested():
+                    inserted += store.insert_rows(conn, rows)
+                total += len(rows)
+            except (InvalidEvent, DataError, IntegrityError) as e:
+                _dead_letter(conn, message, str(e).splitlines()[0])
+    return inserted, total - inserted
+
+
+def run() -> int:
+    s = settings()
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = _Stop()
+
+    def request_stop(signum, _frame):
+        log.info("%s received: finishing the current batch", signal.Signals(signum).name)
+        stop.requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    consumer = None
+    backoff = 0.5
+    while not stop.requested:
+        try:
+            if consumer is None:
+                consumer = kafka_clients.consumer()
+                consumer.subscribe([s.kafka_topic], listener=_AssignmentLog())
+                log.info("consuming %s as group %s", s.kafka_topic, s.kafka_group_id)
+            batch = consumer.poll(timeout_ms=500)
+            if not batch:
+                continue
+            messages = [m for records in batch.values() for m in records]
+            try:
+                inserted, duplicates = apply_batch(messages)
+            except Exception:
+                # The database is away (or a bug): rewind so the batch is read again, then back off.
+                log.exception("batch of %d messages not stored; will retry", len(messages))
+                for tp, records in batch.items():
+                    consumer.seek(tp, records[0].offset)
+                time.sleep(backoff + random.uniform(0, backoff))
+                backoff = min(backoff * 2, s.relay_backoff_max_s)
+                continue
+            backoff = 0.5
+            if duplicates:
+                log.info("batch of %d messages: %d rows inserted, %d already present", len(messages), inserted,
+                         duplicates)
+            if _EXIT_AFTER_DB_COMMIT:
+                log.warning("test fault injection: exiting after the DB commit, before the offset commit")
+                os._exit(70)
+            offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batch.items()}
+            try:
+                consumer.commit(offsets)
+            except CommitFailedError as e:
+                # The group rebalanced: the new owner replays from the last commit; rows dedupe.
+                log.warning("offset commit failed (%s); the batch will be replayed", e)
+        except KafkaError:
+            log.exception("kafka error; reconnecting")
+            if consumer is not None:
+                _close(consumer)
+                consumer = None
+            time.sleep(backoff)
+            backoff = min(backoff * 2, s.relay_backoff_max_s)
+    if consumer is not None:
+        _close(consumer)
+    dispose_engine()
+    log.info("stopped")
+    return 0
+
+
+def _close(consumer) -> None:
+    try:
+        consumer.close(autocommit=False)  # leaves the group, so partitions move on at once
+    except Exception:  # noqa: BLE001 - closing a broken client
+        log.debug("consumer close failed", exc_info=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,170 @@
+"""Fixtures of the history tests: relay, history workers and History API as real subprocesses.
+
+They build on the root fixtures (`stack`, `processes`, `worker`, `client`): one
+pipeline per session, on the session's topic (6 partitions) and database.
+Tests that stop a part of it restore it before they end.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from app.adapters.db import engine
+from scripts.devstack import _wait_tcp, ensure_topic, pick_port, tansu_bin
+from tests.conftest import STATE_DIR, ProcessGroup, wait_for
+
+PARTITIONS = 6
+HISTORY_COLUMNS = ("event_id, wallet_id, event_type, tenant_id, user_id, currency, amount, balance_after, "
+                   "wallet_version, transaction_id, counterparty_wallet_id, request_id, occurred_at")
+
+
+class Pipeline:
+    """The read-side processes of one test session; each can be stopped and started again."""
+
+    def __init__(self, group: ProcessGroup, env: dict):
+        self.group, self.env = group, env
+        self.relays: list[subprocess.Popen] = []
+        self.history_workers: list[subprocess.Popen] = []
+        self.api: subprocess.Popen | None = None
+        self.api_url = ""
+        self._n = 0
+        self.log_names: dict[int, str] = {}
+
+    def _name(self, kind: str) -> str:
+        self._n += 1
+        name = f"{kind}-{self._n}"
+        (STATE_DIR / f"{name}.log").unlink(missing_ok=True)  # logs are read by the tests: this run's only
+        return name
+
+    def start_relay(self, **env) -> subprocess.Popen:
+        proc = self.group.start([sys.executable, "-m", "app.relay"], log_name=self._name("relay"), **env)
+        self.relays.append(proc)
+        return proc
+
+    def start_history_worker(self, wait: bool = False, **env) -> subprocess.Popen:
+        name = self._name("history-worker")
+        proc = self.group.start([sys.executable, "-m", "history.worker"], log_name=name, **env)
+        self.log_names[proc.pid] = name
+        self.history_workers.append(proc)
+        if wait:
+            wait_for(lambda: group_assigned(self), timeout=30, what="the history workers to own every partition")
+        return proc
+
+    def stop(self, proc: subprocess.Popen, sig=None) -> None:
+        self.group.stop(proc, sig)
+        for procs in (self.relays, self.history_workers):
+            if proc in procs:
+                procs.remove(proc)
+
+    def start_api(self) -> None:
+        port = pick_port()
+        self.api = self.group.start(
+            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
+             "--workers", "1", "history.api:create_app()"], log_name="history-api")
+        self.api_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _get_status(self.api_url + "/health") == 200, timeout=20, what="the History API")
+
+    def get(self, path: str) -> tuple[int, dict]:
+        """GET on the running History API: (status, JSON body)."""
+        return _get(self.api_url + path)
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def _get_status(url: str) -> int | None:
+    try:
+        return _get(url)[0]
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def pipeline(stack, processes, worker):
+    """Celery worker + one relay + two history workers (a consumer group) + History API (gunicorn)."""
+    ensure_topic(stack["KAFKA_BOOTSTRAP_SERVERS"], stack["KAFKA_TOPIC"], PARTITIONS)
+    p = Pipeline(processes, stack)
+    p.start_relay()
+    p.start_history_worker()
+    p.start_history_worker()
+    p.start_api()
+    wait_for(lambda: group_assigned(p), timeout=30, what="the history consumer group to own every partition")
+    return p
+
+
+def group_assigned(pipeline: Pipeline) -> bool:
+    """True once the running history workers together own every partition (from their logs)."""
+    owned = []
+    for proc in pipeline.history_workers:
+        log = (STATE_DIR / f"{pipeline.log_names[proc.pid]}.log").read_text(errors="replace")
+        lines = [line for line in log.splitlines() if "assigned partitions: [" in line]
+        if not lines:
+            return False
+        last = lines[-1].rsplit("[", 1)[1].rstrip("]")
+        owned += [int(p) for p in last.split(",") if p]
+    return sorted(owned) == list(range(PARTITIONS))
+
+
+def history_rows(*wallet_ids: str) -> list[dict]:
+    """The read model's rows (without recorded_at), of some wallets or all, in a stable order."""
+    where = "WHERE wallet_id = ANY(CAST(:ids AS uuid[]))" if wallet_ids else ""
+    with engine().connect() as conn:
+        return [dict(r) for r in conn.execute(text(
+            f"SELECT {HISTORY_COLUMNS} FROM history_events {where} ORDER BY wallet_id, wallet_version, event_id"),
+            {"ids": list(wallet_ids)}).mappings()]
+
+
+def outbox_backlog() -> int:
+    with engine().connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar()
+
+
+def wait_caught_up(group_id: str | None = None, timeout: float = 30) -> None:
+    """Wait until every outbox row is published and the group has committed up to the end of the topic."""
+    from history.ops import consumer_lag
+
+    def caught_up():
+        if outbox_backlog():
+            return False
+        lag = consumer_lag(group_id)
+        return lag is not None and sum(p.lag for p in lag) == 0
+
+    wait_for(caught_up, timeout=timeout, what="the history pipeline to catch up", interval=0.1)
+
+
+class Tansu:
+    """A separate Kafka-compatible broker this test can stop and start (memory storage: a restart empties it)."""
+
+    def __init__(self, topic: str):
+        self.port = pick_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.topic = topic
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        listener = f"tcp://127.0.0.1:{self.port}"
+        log = open(Path(STATE_DIR) / "tansu-extra.log", "ab")
+        self.proc = subprocess.Popen([tansu_bin(), "broker", "--listener-url", listener,
+                                      "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        assert _wait_tcp("127.0.0.1", self.port, time.monotonic() + 15, self.proc), "tansu did not start"
+        ensure_topic(self.bootstrap, self.topic, PARTITIONS)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
