@@ -591,7 +591,11 @@ def _process_env(services_env: Mapping[str, str], state_dir: Path) -> tuple[dict
     if not env.get("FLOWER_BASIC_AUTH"):
         generated["FLOWER_BASIC_AUTH"] = env["FLOWER_BASIC_AUTH"] = f"admin:{secrets.token_urlsafe(12)}"
     if not env.get("WALLET_API_KEYS"):
-        token = f"dev-{secrets.token_urlsafe(18)}"
+        # Kept in the state folder so the key survives restarts: `export WALLET_API_KEY=$(cat .dev/api-key)`.
+        key_file = state_dir / "api-key"
+        token = key_file.read_text().strip() if key_file.exists() else f"dev-{secrets.token_urlsafe(18)}"
+        key_file.write_text(token + "\n")
+        key_file.chmod(0o600)
         generated["WALLET_API_KEYS"] = env["WALLET_API_KEYS"] = f"{token}:dev:read|write|admin"
     env.setdefault("CELERY_BEAT_SCHEDULE", str(state_dir / "celerybeat-schedule"))
     # Make the repo importable for `python -m app.relay` etc. whatever the cwd.
@@ -619,7 +623,9 @@ def _banner(env: Mapping[str, str], svc: EmbeddedServices, generated: Mapping[st
         f"  Flower         http://127.0.0.1:{env['FLOWER_PORT']}   user {user!r} password {password!r}"
         + ("  (generated)" if "FLOWER_BASIC_AUTH" in generated else ""),
         f"  API key        {env['WALLET_API_KEYS'].split(',')[0].split(':')[0]}"
-        + ("  (generated dev key; WALLET_API_KEYS=" + generated["WALLET_API_KEYS"] + ")" if "WALLET_API_KEYS" in generated else ""),
+        + ("  (generated dev key, tenant 'dev', scopes read|write|admin; also in "
+           f"{svc.state_dir / 'api-key'})" if "WALLET_API_KEYS" in generated else ""),
+        f"                 export WALLET_API_KEY={env['WALLET_API_KEYS'].split(',')[0].split(':')[0]}",
         f"  DATABASE_URL   {env['DATABASE_URL']}   [{origin('DATABASE_URL')}]",
         f"  REDIS_URL      {env['REDIS_URL']}   [{origin('REDIS_URL')}]",
         f"  KAFKA          {env['KAFKA_BOOTSTRAP_SERVERS']} topic {env['KAFKA_TOPIC']}   [{origin('KAFKA_BOOTSTRAP_SERVERS')}]",

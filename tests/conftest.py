@@ -19,6 +19,24 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = REPO / ".dev" / "test"
 
+# API keys the test session seeds through WALLET_API_KEYS: token -> (tenant, scopes).
+TENANT_A_KEY = "test-key-tenant-a"
+TEST_KEYS = {
+    TENANT_A_KEY: ("tenant-a", "read|write"),
+    "test-key-tenant-b": ("tenant-b", "read|write"),
+    "test-key-read-only": ("tenant-a", "read"),
+    "test-key-write-only": ("tenant-a", "write"),
+    "test-key-admin": ("ops", "admin"),
+}
+
+
+def api_client(app, token: str | None = TENANT_A_KEY):
+    """A Flask test client that sends `Authorization: Bearer <token>` on every request."""
+    client = app.test_client()
+    if token is not None:
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
 
 def _fresh_database(base_url: str) -> str:
     """Create an empty database next to the one in base_url; return its URL."""
@@ -62,6 +80,7 @@ def stack():
         "KAFKA_GROUP_ID": f"history-test-{uuid.uuid4().hex[:6]}",
         "REQUEUE_QUEUED_AFTER_S": "5",
         "REQUEUE_RUNNING_AFTER_S": "5",
+        "WALLET_API_KEYS": ",".join(f"{token}:{tenant}:{scopes}" for token, (tenant, scopes) in TEST_KEYS.items()),
     }
     os.environ.update(test_env)
     from app.config import settings
@@ -152,11 +171,17 @@ def worker(processes):
     return start_worker(processes, "worker-main", concurrency=4)
 
 
-@pytest.fixture()
-def client(stack):
+@pytest.fixture(scope="session")
+def wallet_app(stack):
     from app.api import create_app
 
-    return create_app({"TESTING": True}).test_client()
+    return create_app({"TESTING": True})
+
+
+@pytest.fixture()
+def client(wallet_app):
+    """A Wallet API client with tenant A's read|write key."""
+    return api_client(wallet_app)
 
 
 @pytest.fixture(scope="session")

@@ -23,3 +23,11 @@ def enqueue(job_id: str) -> bool:
     except Exception:  # noqa: BLE001 - any broker failure; the sweeper recovers the job
         log.warning("could not enqueue job %s; the sweeper will re-enqueue it", job_id, exc_info=True)
         return False
+
+
+def depth() -> int:
+    """Tasks waiting in the commands queue (kombu keeps a Redis list named after the queue)."""
+    from tasks import celery_app
+
+    with celery_app.connection_for_write() as conn:
+        return conn.default_channel.client.llen(COMMANDS_QUEUE)

@@ -6,10 +6,10 @@ two in step.
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, CheckConstraint, Column, Date, DateTime, ForeignKey, Identity, Index, Integer, MetaData,
+    BigInteger, Boolean, CheckConstraint, Column, Date, DateTime, ForeignKey, Identity, Index, Integer, MetaData,
     Numeric, Table, Text, UniqueConstraint, text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 MONEY = Numeric(38, 3)
 
@@ -147,4 +147,25 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("published_at", DateTime(timezone=True)),
     Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("token_hash", Text, nullable=False, unique=True),  # sha256 of the token; the token is never stored
+    Column("prefix", Text, nullable=False),  # the token's first characters, to recognise it in listings
+    Column("tenant_id", Text, nullable=False),
+    Column("scopes", ARRAY(Text), nullable=False),
+    Column("name", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+audit_runs = Table(
+    "audit_runs", metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("problems", JSONB, nullable=False),
 )

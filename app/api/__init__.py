@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import context, health, holds, jobs, movements, problems, transactions, wallets
+from app.api import auth, context, health, holds, jobs, movements, problems, transactions, wallets
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -14,6 +14,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.json.sort_keys = False
     context.register(app)
     problems.register(app)
+    auth.register(app)
     for module in (health, wallets, movements, holds, transactions, jobs):
         app.register_blueprint(module.bp)
     return app

@@ -6,8 +6,9 @@ import time
 
 from flask import Response, jsonify, request
 
-from app.api.context import current_tenant, json_body, request_id
+from app.api.context import json_body, owner_tenant, request_id
 from app.api.problems import ApiError
+from app.adapters import command_queue
 from app.config import settings
 from app.services import queries, submission
 from app.services.views import job_view
@@ -44,12 +45,27 @@ def wait_until_final(job_id: str, seconds: float) -> dict | None:
         pause = min(pause * 1.5, 0.1)
 
 
+def _refuse_when_backlogged() -> None:
+    """Backpressure: past COMMAND_QUEUE_MAX_DEPTH queued tasks, new commands get 503 + Retry-After."""
+    limit = settings().command_queue_max_depth
+    if limit <= 0:
+        return
+    try:
+        backlog = command_queue.depth()
+    except Exception:  # noqa: BLE001 - Redis away: the job row is durable, the sweeper enqueues it later
+        return
+    if backlog > limit:
+        raise ApiError("SERVICE_UNAVAILABLE", f"{backlog} commands are waiting; retry later",
+                       headers={"Retry-After": str(min(30, 1 + backlog // max(1, limit)))})
+
+
 def accept(command_type: str, command) -> Response:
     """Record the command as a job and answer 202 (or 200 for a replay or a finished wait)."""
+    _refuse_when_backlogged()
     key = _idempotency_key()
     wait = _prefer_wait()
     accepted = submission.submit(
-        command_type, command, tenant_id=current_tenant(), request_id=request_id(), idempotency_key=key,
+        command_type, command, tenant_id=owner_tenant(), request_id=request_id(), idempotency_key=key,
         request_fingerprint=submission.fingerprint(request.method, request.path, json_body()) if key else None,
     )
     job = job_view(accepted.job)

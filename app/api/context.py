@@ -10,16 +10,28 @@ from flask import Flask, g, request
 from app.api.problems import ApiError
 
 _PRINTABLE = re.compile(r"\A[\x21-\x7e]{1,200}\Z")
-DEFAULT_TENANT = "default"
 
 
 def request_id() -> str:
     return g.request_id
 
 
-def current_tenant() -> str:
-    """The tenant whose data this request may see."""
-    return getattr(g, "tenant_id", DEFAULT_TENANT)
+def _api_key():
+    key = g.get("api_key")
+    if key is None:  # only public routes run without a key, and they never ask
+        raise ApiError("UNAUTHENTICATED", "a valid API key is required")
+    return key
+
+
+def current_tenant() -> str | None:
+    """The tenant whose data this request may see; None for an admin key, which sees every tenant."""
+    key = _api_key()
+    return None if key.is_admin else key.tenant_id
+
+
+def owner_tenant() -> str:
+    """The tenant that owns what this request creates (jobs, wallets, idempotency keys)."""
+    return _api_key().tenant_id
 
 
 def json_body() -> object:

@@ -5,6 +5,7 @@ import pytest
 from sqlalchemy import text
 
 from app.adapters.db import engine
+from tests.conftest import api_client
 from tests.helpers import balance, create_wallet, funded_wallet, run, submit, wait_job
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -174,17 +175,14 @@ def test_same_idempotency_key_with_another_body_is_422(client):
     assert count_jobs() == before
 
 
-def test_concurrent_requests_with_one_idempotency_key_make_one_job(client, stack):
+def test_concurrent_requests_with_one_idempotency_key_make_one_job(client, wallet_app):
     from concurrent.futures import ThreadPoolExecutor
-
-    from app.api import create_app
 
     wallet_id = create_wallet(client)
     key = {"Idempotency-Key": f"key-{uuid.uuid4()}"}
-    app = create_app()
 
     def post(_):
-        return app.test_client().post(f"/wallets/{wallet_id}/fund", json={"amount": "3.00"}, headers=key).get_json()
+        return api_client(wallet_app).post(f"/wallets/{wallet_id}/fund", json={"amount": "3.00"}, headers=key).get_json()
 
     with ThreadPoolExecutor(8) as pool:
         ids = {job["id"] for job in pool.map(post, range(16))}

@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from app.adapters.db import engine
 from app.services.audit import run_audit
+from tests.conftest import api_client
 from tests.helpers import balance, create_wallet, funded_wallet, submit
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -30,22 +31,19 @@ def wait_all_final(job_ids: list[str], timeout: float = 120) -> dict[str, dict]:
         time.sleep(0.05)
 
 
-def submit_all(stack, requests: list[tuple[str, dict]], threads: int = 16) -> list[str]:
+def submit_all(app, requests: list[tuple[str, dict]], threads: int = 16) -> list[str]:
     """Submit commands from many HTTP clients at once; returns job ids in request order."""
-    from app.api import create_app
-
-    app = create_app()
 
     def post(req):
-        return submit(app.test_client(), *req)["id"]
+        return submit(api_client(app), *req)["id"]
 
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(post, requests))
 
 
-def test_fifty_concurrent_funds_on_one_wallet_all_apply_with_retried_conflicts(client, stack):
+def test_fifty_concurrent_funds_on_one_wallet_all_apply_with_retried_conflicts(client, wallet_app):
     wallet_id = create_wallet(client)
-    job_ids = submit_all(stack, [(f"/wallets/{wallet_id}/fund", {"amount": "1.00"})] * 50)
+    job_ids = submit_all(wallet_app, [(f"/wallets/{wallet_id}/fund", {"amount": "1.00"})] * 50)
     jobs = wait_all_final(job_ids)
     assert all(j["status"] == "succeeded" for j in jobs.values()), [j for j in jobs.values() if j["status"] != "succeeded"]
     assert balance(client, wallet_id) == "50.00"
@@ -56,7 +54,7 @@ def test_fifty_concurrent_funds_on_one_wallet_all_apply_with_retried_conflicts(c
     assert run_audit().ok
 
 
-def test_bank_transfers_conserve_money_and_never_overdraw(client, stack):
+def test_bank_transfers_conserve_money_and_never_overdraw(client, wallet_app):
     wallets = [funded_wallet(client, "100.00", user_id=f"bank-{i}") for i in range(10)]
     rng = random.Random(42)
     requests = []
@@ -65,7 +63,7 @@ def test_bank_transfers_conserve_money_and_never_overdraw(client, stack):
         amount = Decimal(rng.randint(1, 6000)) / 100  # up to 60.00: many overdraw
         requests.append((f"/wallets/{src}/transfer", {"to_wallet_id": dst, "amount": str(amount)}))
     started = time.monotonic()
-    job_ids = submit_all(stack, requests)
+    job_ids = submit_all(wallet_app, requests)
     jobs = wait_all_final(job_ids)
     elapsed = time.monotonic() - started
     print(f"\nbank test: 500 transfers final in {elapsed:.2f}s ({500 / elapsed:.0f}/s)")

@@ -19,7 +19,7 @@ from tests.helpers import balance, create_wallet, wait_job
 
 def record_job(command_type: str, command) -> str:
     """A durable job that no task was sent for (as if the publish was lost)."""
-    accepted = submission.record_job(command_type, command, "default", f"test-{uuid.uuid4()}", None, None)
+    accepted = submission.record_job(command_type, command, "tenant-a", f"test-{uuid.uuid4()}", None, None)
     return str(accepted.job["id"])
 
 

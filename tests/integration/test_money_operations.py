@@ -41,9 +41,9 @@ def test_withdraw_takes_money_out_through_the_withdrawals_account(client):
     assert run_audit().ok
 
 
-def test_twenty_concurrent_holds_never_oversubscribe_a_wallet(client, stack):
+def test_twenty_concurrent_holds_never_oversubscribe_a_wallet(client, wallet_app):
     w = funded_wallet(client, "100.00")
-    job_ids = submit_all(stack, [(f"/wallets/{w}/holds", {"amount": "10.00"})] * 20)
+    job_ids = submit_all(wallet_app, [(f"/wallets/{w}/holds", {"amount": "10.00"})] * 20)
     jobs = wait_all_final(job_ids)
     assert sum(j["status"] == "succeeded" for j in jobs.values()) == 10
     assert {j["error"]["code"] for j in jobs.values() if j["status"] == "failed"} == {"INSUFFICIENT_FUNDS"}
@@ -245,10 +245,10 @@ def test_limits_refuse_the_debit_that_crosses_them(client):
     assert wallet(client, a)["limits"] == {"per_transaction": None, "daily_debit": None}
 
 
-def test_daily_limit_holds_under_concurrent_debits(client, stack):
+def test_daily_limit_holds_under_concurrent_debits(client, wallet_app):
     w = funded_wallet(client, "1000.00")
     ok(put_limits(client, w, {"daily_debit": "100.00"}))
-    job_ids = submit_all(stack, [(f"/wallets/{w}/withdraw", {"amount": "7.00"})] * 30)
+    job_ids = submit_all(wallet_app, [(f"/wallets/{w}/withdraw", {"amount": "7.00"})] * 30)
     jobs = wait_all_final(job_ids)
     succeeded = sum(j["status"] == "succeeded" for j in jobs.values())
     assert succeeded == 14  # 14 × 7.00 = 98.00; a 15th would cross 100.00

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO, TENANT_A_KEY, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -46,7 +46,7 @@ def walkthrough() -> str:
 
 
 def test_the_readme_walkthrough_runs_as_printed(api_url):
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough()], env={"API": api_url, "PATH": "/usr/bin:/bin"},
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough()], env={"API": api_url, "WALLET_API_KEY": TENANT_A_KEY, "PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -58,7 +58,8 @@ def test_the_readme_walkthrough_runs_as_printed(api_url):
 
 def test_gunicorn_serves_problem_json_for_malformed_requests(api_url):
     req = urllib.request.Request(f"{api_url}/wallets", data=b"{nope", method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {TENANT_A_KEY}"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=5)
     assert e.value.code == 400
