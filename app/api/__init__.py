@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import auth, context, health, holds, jobs, movements, problems, transactions, wallets
+from app.api import auth, context, health, holds, jobs, movements, openapi, operations, problems, transactions, wallets
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -17,4 +17,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     auth.register(app)
     for module in (health, wallets, movements, holds, transactions, jobs):
         app.register_blueprint(module.bp)
+    openapi.register(app, operations.TITLE, operations.DESCRIPTION, operations.OPERATIONS)
     return app

@@ -1,17 +1,31 @@
 """Marshmallow schemas of the wallet API's requests and query strings."""
 from __future__ import annotations
 
+import re
+
 from marshmallow import Schema, ValidationError, fields, validate
 
 from app.domain.errors import InvalidAmount
 from app.domain.holds import DEFAULT_EXPIRES_IN_SECONDS, MAX_EXPIRES_IN_SECONDS
 from app.domain.money import SUPPORTED_CURRENCIES, parse_amount
 
-PRINTABLE = validate.Regexp(r"\A[\x20-\x7e]+\Z", error="must contain printable ASCII characters only")
+_PRINTABLE = re.compile(r"[\x20-\x7e]+")
+PRINTABLE_PATTERN = "^[\\x20-\\x7e]+$"  # the same rule, for the OpenAPI document
+
+
+def printable(value: str) -> None:
+    if not _PRINTABLE.fullmatch(value):
+        raise ValidationError("must contain printable ASCII characters only")
 
 
 class Amount(fields.Field):
     """A positive amount sent as a plain decimal string (never a JSON number)."""
+
+    def __init__(self, **kwargs):
+        metadata = {"type": "string", "pattern": "^[0-9]{1,15}(\\.[0-9]{1,3})?$", "example": "10.00",
+                    "description": "a positive decimal string with at most the currency's minor-unit digits",
+                    **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         try:
@@ -30,19 +44,20 @@ class Reference(fields.String):
 
 
 class CreateWalletSchema(Schema):
-    user_id = fields.String(required=True, validate=[validate.Length(1, 100), PRINTABLE])
+    user_id = fields.String(required=True, validate=[validate.Length(1, 100), printable],
+                            metadata={"pattern": PRINTABLE_PATTERN})
     currency = fields.String(load_default="USD", validate=validate.OneOf(sorted(SUPPORTED_CURRENCIES),
                                                                          error="must be a supported ISO 4217 code"))
 
 
 class FundSchema(Schema):
-    amount = Amount(required=True, metadata={"type": "string", "example": "100.00"})
+    amount = Amount(required=True)
     reference = Reference()
 
 
 class TransferSchema(Schema):
     to_wallet_id = fields.UUID(required=True)
-    amount = Amount(required=True, metadata={"type": "string", "example": "25.00"})
+    amount = Amount(required=True)
     reference = Reference()
 
 
@@ -63,19 +78,19 @@ class WithdrawSchema(FundSchema):
 
 
 class PlaceHoldSchema(Schema):
-    amount = Amount(required=True, metadata={"type": "string", "example": "10.00"})
+    amount = Amount(required=True)
     expires_in_seconds = fields.Integer(load_default=DEFAULT_EXPIRES_IN_SECONDS, strict=True,
                                         validate=validate.Range(1, MAX_EXPIRES_IN_SECONDS))
     reference = Reference()
 
 
 class CaptureHoldSchema(Schema):
-    amount = Amount(load_default=None, metadata={"type": "string", "example": "7.50"})
+    amount = Amount(load_default=None)
     to_wallet_id = fields.UUID(load_default=None)
 
 
 class ReverseSchema(Schema):
-    amount = Amount(load_default=None, metadata={"type": "string", "example": "5.00"})
+    amount = Amount(load_default=None)
     reason = Reference()
 
 
@@ -88,8 +103,8 @@ class EmptySchema(Schema):
 
 
 class LimitsSchema(Schema):
-    per_transaction = Amount(load_default=None, allow_none=True, metadata={"type": "string", "nullable": True})
-    daily_debit = Amount(load_default=None, allow_none=True, metadata={"type": "string", "nullable": True})
+    per_transaction = Amount(load_default=None, allow_none=True)
+    daily_debit = Amount(load_default=None, allow_none=True)
 
 
 class BalanceQuerySchema(Schema):

@@ -1,0 +1,127 @@
+"""Schemas of what the Wallet API answers, for the OpenAPI document (responses are built in views)."""
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+MONEY = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "example": "100.00"}
+
+
+def money(**kwargs):
+    return fields.String(metadata=MONEY, **kwargs)
+
+
+def nullable_money():
+    return fields.String(allow_none=True, metadata=MONEY)
+
+
+class LimitsOut(Schema):
+    per_transaction = nullable_money()
+    daily_debit = nullable_money()
+
+
+class WalletOut(Schema):
+    id = fields.UUID(required=True)
+    user_id = fields.String(required=True)
+    currency = fields.String(required=True, metadata={"example": "USD"})
+    balance = money(required=True)
+    available_balance = money(required=True)
+    status = fields.String(required=True, metadata={"enum": ["active", "frozen", "closed"]})
+    version = fields.Integer(required=True)
+    limits = fields.Nested(LimitsOut, required=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+
+
+class TransactionOut(Schema):
+    id = fields.UUID(required=True)
+    type = fields.String(required=True, metadata={"enum": ["FUND", "TRANSFER", "WITHDRAWAL", "CAPTURE", "REVERSAL"]})
+    amount = money(required=True)
+    currency = fields.String(required=True)
+    wallet_id = fields.UUID(required=True)
+    counterparty_wallet_id = fields.UUID(required=True, allow_none=True)
+    balance_after = nullable_money()
+    counterparty_balance_after = nullable_money()
+    reference = fields.String(required=True, allow_none=True)
+    reverses_transaction_id = fields.UUID(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+
+
+class StatementLine(TransactionOut):
+    direction = fields.String(required=True, metadata={"enum": ["credit", "debit"]})
+    running_balance = money(required=True)
+
+
+class HoldOut(Schema):
+    id = fields.UUID(required=True)
+    wallet_id = fields.UUID(required=True)
+    amount = money(required=True)
+    captured_amount = money(required=True)
+    currency = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["active", "captured", "voided", "expired"]})
+    expires_at = fields.DateTime(required=True)
+    reference = fields.String(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+
+
+class JobError(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class JobOut(Schema):
+    id = fields.UUID(required=True)
+    type = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["queued", "running", "succeeded", "failed"]})
+    attempts = fields.Integer(required=True)
+    result = fields.Dict(required=True, allow_none=True,
+                         metadata={"description": "the wallet, transaction or hold the command produced"})
+    error = fields.Nested(JobError, required=True, allow_none=True)
+    request_id = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    completed_at = fields.DateTime(required=True, allow_none=True)
+
+
+class Problem(Schema):
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    code = fields.String(required=True, metadata={"example": "VALIDATION_FAILED"})
+    errors = fields.Dict(keys=fields.String(), values=fields.Raw())
+
+
+class WalletList(Schema):
+    items = fields.List(fields.Nested(WalletOut), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class TransactionList(Schema):
+    items = fields.List(fields.Nested(TransactionOut), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class BalanceOut(Schema):
+    balance = money(required=True)
+    available_balance = money(required=True)
+    as_of = fields.DateTime(required=True)
+
+
+class StatementOut(Schema):
+    wallet_id = fields.UUID(required=True)
+    currency = fields.String(required=True)
+    from_ = fields.DateTime(required=True, data_key="from")
+    to = fields.DateTime(required=True)
+    opening_balance = money(required=True)
+    closing_balance = money(required=True)
+    items = fields.List(fields.Nested(StatementLine), required=True)
+
+
+class HealthOut(Schema):
+    status = fields.String(required=True)
+
+
+class ReadyOut(Schema):
+    status = fields.String(required=True)
+    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    down = fields.List(fields.String())

@@ -1,0 +1,142 @@
+"""OpenAPI 3 documents generated from the marshmallow schemas, and Swagger UI at /docs.
+
+Each API lists its operations by endpoint; `undocumented()` names any route
+missing from that list, so a test fails when a route is added without docs.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask, jsonify
+from flask_swagger_ui import get_swaggerui_blueprint
+from marshmallow import Schema
+
+from app.api.docs_schemas import JobOut, Problem
+
+OPENAPI_VERSION = "3.0.3"
+_PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
+_SKIPPED_ENDPOINTS = {"static", "openapi_json"}
+
+PATH_PARAMETERS = {
+    "wallet_id": {"type": "string", "format": "uuid"},
+    "hold_id": {"type": "string", "format": "uuid"},
+    "transaction_id": {"type": "string", "format": "uuid"},
+    "job_id": {"type": "string", "format": "uuid"},
+    "user_id": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[\\x20-\\x7e]+$"},
+}
+
+COMMAND_HEADERS = [
+    {"name": "Idempotency-Key", "in": "header", "required": False,
+     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+     "description": "Same key and body return the same job; the command runs at most once."},
+    {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^wait=[0-9]{1,2}$"},
+     "description": "wait=N (N ≤ 30): wait for the job to be final and answer 200 with it."},
+]
+REQUEST_ID_HEADER = {"name": "X-Request-ID", "in": "header", "required": False,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$"},
+                     "description": "Carried through the job, ledger, events and history; generated when absent."}
+
+ERROR_DESCRIPTIONS = {
+    400: "Malformed JSON", 401: "Missing or unknown API key", 403: "The key lacks the scope",
+    404: "Not found (or another tenant's)", 405: "Method not allowed", 413: "Body too large",
+    422: "Validation failed", 429: "Rate limit (see Retry-After)", 503: "Command queue full (see Retry-After)",
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    response: type[Schema] | None = None  # the 200 body of a read
+    body: type[Schema] | None = None
+    query: type[Schema] | None = None
+    command: bool = False  # answers 202 with the job
+    public: bool = False  # needs no API key
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    description: str | None = None
+
+
+def _problem(description: str) -> dict:
+    return {"description": description, "content": {"application/problem+json": {"schema": "Problem"}}}
+
+
+def _operation(rule, method: str, op: Operation) -> dict:
+    params = [{"name": name, "in": "path", "required": True, "schema": PATH_PARAMETERS.get(name, {"type": "string"})}
+              for name in _PARAM.findall(rule.rule)]
+    if op.query is not None:
+        params.append({"in": "query", "schema": op.query})
+    params.append(REQUEST_ID_HEADER)
+    doc: dict = {"summary": op.summary, "operationId": rule.endpoint.replace(".", "_"), "parameters": params,
+                 "responses": {}, "tags": list(op.tags) or [rule.endpoint.split(".")[0]]}
+    if op.description:
+        doc["description"] = op.description
+    if op.command:
+        params.extend(COMMAND_HEADERS)
+        job = {"content": {"application/json": {"schema": "JobOut"}}}
+        doc["responses"]["202"] = {"description": "Accepted: poll the job at Location", **job}
+        doc["responses"]["200"] = {"description": "The job, final (Prefer: wait) or replayed (Idempotency-Key)",
+                                   **job}
+    elif op.response is not None:
+        doc["responses"]["200"] = {"description": "OK", "content": {"application/json": {"schema": op.response}}}
+    if op.body is not None:
+        doc["requestBody"] = {"required": method != "put" and bool(op.body._declared_fields) and any(
+            f.required for f in op.body._declared_fields.values()),
+            "content": {"application/json": {"schema": op.body}}}
+    codes = [] if op.public else [401, 403, 429]
+    if "<" in rule.rule:
+        codes.append(404)
+    if op.body is not None or op.query is not None or op.command:
+        codes.append(422)
+    if op.body is not None:
+        codes += [400, 413]
+    if op.command:
+        codes.append(503)
+    for code in sorted(set(codes)):
+        doc["responses"][str(code)] = _problem(ERROR_DESCRIPTIONS[code])
+    if op.public:
+        doc["security"] = []
+    return doc
+
+
+def build_spec(app: Flask, title: str, description: str, operations: dict[str, Operation]) -> dict:
+    spec = APISpec(title=title, version="1.0.0", openapi_version=OPENAPI_VERSION,
+                   plugins=[MarshmallowPlugin()], info={"description": description},
+                   security=[{"bearerAuth": []}])
+    spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer",
+                                                   "description": "An API key: Authorization: Bearer <key>"})
+    spec.components.schema("Problem", schema=Problem)
+    spec.components.schema("JobOut", schema=JobOut)
+    paths: dict[str, dict] = {}
+    for rule in app.url_map.iter_rules():
+        op = operations.get(rule.endpoint)
+        if op is None:
+            continue
+        path = _PARAM.sub(r"{\1}", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = _operation(rule, method.lower(), op)
+    for path, ops in sorted(paths.items()):
+        spec.path(path=path, operations=ops)
+    return spec.to_dict()
+
+
+def undocumented(app: Flask, operations: dict[str, Operation]) -> set[str]:
+    """Endpoints the app serves that the OpenAPI document does not describe."""
+    served = {r.endpoint for r in app.url_map.iter_rules()
+              if r.endpoint not in _SKIPPED_ENDPOINTS and not r.endpoint.startswith("swagger_ui")}
+    return served - set(operations)
+
+
+def register(app: Flask, title: str, description: str, operations: dict[str, Operation]) -> None:
+    """Serve /openapi.json (built once, lazily) and Swagger UI at /docs."""
+    cache: dict = {}
+
+    @app.get("/openapi.json", endpoint="openapi_json")
+    def openapi_json():
+        if "spec" not in cache:
+            cache["spec"] = build_spec(app, title, description, operations)
+        return jsonify(cache["spec"])
+
+    app.register_blueprint(get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": title}),
+                           name="swagger_ui")

@@ -1,0 +1,45 @@
+"""The Wallet API's operations as documented in /openapi.json."""
+from __future__ import annotations
+
+from app.api import docs_schemas as out
+from app.api import schemas as body
+from app.api.openapi import Operation
+
+TITLE = "Wallet API"
+DESCRIPTION = ("Wallets, funding, transfers and more money operations. Every POST/PUT is a command: it answers "
+               "202 Accepted with a job to poll at /jobs/{id}.")
+
+OPERATIONS: dict[str, Operation] = {
+    "health.health": Operation("Liveness", response=out.HealthOut, public=True, tags=("operations",)),
+    "health.ready": Operation("Readiness: PostgreSQL and Redis answer", response=out.ReadyOut, public=True,
+                              tags=("operations",)),
+    "wallets.create_wallet": Operation("Create a wallet", body=body.CreateWalletSchema, command=True),
+    "wallets.get_wallet": Operation("Read a wallet", response=out.WalletOut),
+    "wallets.list_user_wallets": Operation("List a user's wallets, newest first", response=out.WalletList,
+                                           query=body.PageQuerySchema),
+    "wallets.list_transactions": Operation("List a wallet's transactions, newest first",
+                                           response=out.TransactionList, query=body.PageQuerySchema),
+    "wallets.freeze": Operation("Freeze a wallet: no money moves in or out", body=body.FreezeSchema, command=True),
+    "wallets.unfreeze": Operation("Unfreeze a wallet", body=body.EmptySchema, command=True),
+    "wallets.close": Operation("Close an empty wallet, for good", body=body.EmptySchema, command=True),
+    "wallets.set_limits": Operation("Replace a wallet's debit limits", body=body.LimitsSchema, command=True),
+    "wallets.balance": Operation("Balance and available balance, now or as of a past instant",
+                                 response=out.BalanceOut, query=body.BalanceQuerySchema),
+    "wallets.statement": Operation("Statement: opening and closing balance and the transactions between",
+                                   response=out.StatementOut, query=body.StatementQuerySchema),
+    "movements.fund": Operation("Fund a wallet from outside", body=body.FundSchema, command=True,
+                                tags=("money",)),
+    "movements.withdraw": Operation("Withdraw money out of the system", body=body.WithdrawSchema, command=True,
+                                    tags=("money",)),
+    "movements.transfer": Operation("Transfer to another wallet of the same currency", body=body.TransferSchema,
+                                    command=True, tags=("money",)),
+    "holds.place_hold": Operation("Place a hold (reserve money)", body=body.PlaceHoldSchema, command=True),
+    "holds.get_hold": Operation("Read a hold", response=out.HoldOut),
+    "holds.capture_hold": Operation("Capture a hold, in full or in part, to a wallet or out",
+                                    body=body.CaptureHoldSchema, command=True),
+    "holds.void_hold": Operation("Void a hold", body=body.EmptySchema, command=True),
+    "transactions.get_transaction": Operation("Read a transaction", response=out.TransactionOut),
+    "transactions.reverse": Operation("Reverse all or part of a transaction", body=body.ReverseSchema,
+                                      command=True),
+    "jobs.get_job": Operation("What became of a command", response=out.JobOut),
+}
