@@ -58,6 +58,8 @@ beat_schedule = {
     "requeue-stranded-jobs": {"task": "wallet.maintenance.requeue_stranded_jobs", "schedule": 10.0},
     # A hold stops counting at expires_at by itself; this records it (HOLD_EXPIRED) within seconds.
     "expire-holds": {"task": "wallet.maintenance.expire_holds", "schedule": 1.0},
+    # The whole-ledger audit; its last result is in audit_runs (`python -m app.cli audit last`).
+    "audit-ledger": {"task": "wallet.maintenance.audit_ledger", "schedule": float(_s.audit_interval_s)},
     "purge-idempotency-keys": {"task": "wallet.maintenance.purge_idempotency_keys", "schedule": 3600.0},
 }
 timezone = "UTC"

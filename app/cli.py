@@ -12,6 +12,8 @@ import click
 
 COMMANDS: dict[str, str] = {
     "history": "history.cli:history",
+    "audit": "app.ops_cli:audit_group",
+    "keys": "app.ops_cli:keys_group",
 }
 
 

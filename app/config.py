@@ -54,6 +54,7 @@ class Settings:
     api_keys_spec: str | None
     rate_limit_per_second: int
     command_queue_max_depth: int
+    audit_interval_s: int
 
 
 @lru_cache(maxsize=1)
@@ -90,4 +91,5 @@ def settings() -> Settings:
         api_keys_spec=os.environ.get("WALLET_API_KEYS") or None,
         rate_limit_per_second=_int("RATE_LIMIT", 1000),
         command_queue_max_depth=_int("COMMAND_QUEUE_MAX_DEPTH", 10000),
+        audit_interval_s=_int("AUDIT_INTERVAL_S", 300),
     )

@@ -17,3 +17,10 @@ def purge_idempotency_keys() -> int:
 @shared_task(name="wallet.maintenance.expire_holds", ignore_result=True)
 def expire_holds() -> int:
     return maintenance.expire_holds()
+
+
+@shared_task(name="wallet.maintenance.audit_ledger", ignore_result=True)
+def audit_ledger() -> bool:
+    from app.services import audit
+
+    return audit.run_and_record().ok

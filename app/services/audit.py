@@ -1,11 +1,16 @@
 """Ledger audit: the invariants that must hold whatever happened."""
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from sqlalchemy import text
 
 from app.adapters.db import engine
+
+log = logging.getLogger(__name__)
 
 # Each check returns rows that break an invariant; an empty result is a pass.
 CHECKS: dict[str, str] = {
@@ -68,3 +73,25 @@ def run_audit() -> AuditReport:
             if rows:
                 report.problems[name] = rows
     return report
+
+
+def run_and_record() -> AuditReport:
+    """Run the audit and keep its result in audit_runs (what operators and metrics read)."""
+    started = datetime.now(timezone.utc)
+    report = run_audit()
+    with engine().begin() as conn:
+        conn.execute(text("""
+            INSERT INTO audit_runs (started_at, finished_at, ok, problems)
+            VALUES (:started, now(), :ok, CAST(:problems AS jsonb))
+        """), {"started": started, "ok": report.ok, "problems": json.dumps(report.problems, default=str)})
+    if not report.ok:
+        log.error("ledger audit failed: %s", json.dumps(report.problems, default=str)[:2000])
+    return report
+
+
+def last_run() -> dict | None:
+    """The most recent recorded audit, or None if none ran yet."""
+    with engine().connect() as conn:
+        row = conn.execute(text(
+            "SELECT id, started_at, finished_at, ok, problems FROM audit_runs ORDER BY id DESC LIMIT 1")).mappings().first()
+    return dict(row) if row else None
