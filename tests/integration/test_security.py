@@ -102,7 +102,8 @@ def test_another_tenants_resources_are_404_on_every_route(client, tenant_b, admi
     routes = cross_tenant_routes(wallet_id, other, hold["result"]["id"], transaction_id, hold["id"])
     urls = wallet_app.url_map.bind("localhost")
     tested = {urls.match(path, method)[0] for method, path, _, _ in routes}
-    named_routes = {rule.endpoint for rule in wallet_app.url_map.iter_rules() if rule.arguments}
+    named_routes = {rule.endpoint for rule in wallet_app.url_map.iter_rules()
+                    if rule.arguments and not rule.endpoint.startswith("swagger_ui")}
     assert named_routes - tested == {"wallets.list_user_wallets"}  # covered below
     for method, path, body, code in routes:
         r = tenant_b.open(path, method=method, json=body)
