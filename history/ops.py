@@ -32,8 +32,9 @@ def journal_size(conn: Connection) -> int:
 
 def _journal_rows(conn: Connection, skipped: list) -> Iterator[list[dict]]:
     """Batches of history rows projected from the whole event journal, in commit (id) order."""
-    result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(
-        text("SELECT id, payload FROM outbox ORDER BY id"))
+    # execution_options on the statement: on the Connection they would stick to every later statement.
+    result = conn.execute(text("SELECT id, payload FROM outbox ORDER BY id"),
+                          execution_options={"stream_results": True, "yield_per": BATCH})
     for partition in result.partitions():
         rows = []
         for outbox_id, payload in partition:
@@ -235,10 +236,37 @@ def consumer_lag(group_id: str | None = None, topic: str | None = None) -> list[
         if not partitions:
             return None
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        ends = consumer.end_offsets(tps)
+        ends = _end_offsets(consumer, tps)
         committed = admin.list_group_offsets({group_id: tps}).get(group_id, {})
         return [PartitionLag(tp.partition, committed[tp].offset if tp in committed and committed[tp].offset >= 0
                              else None, ends[tp]) for tp in tps]
     finally:
         consumer.close()
         admin.close()
+
+
+def _end_offsets(consumer, tps: list) -> dict:
+    """End offset (high watermark) per partition.
+
+    ListOffsets is asked first; tansu answers it with the base offset of the last
+    record batch + 1, so one fetch from just before that end reads the true high
+    watermark (on Apache Kafka both agree and the fetch changes nothing).
+    """
+    import time
+
+    ends = consumer.end_offsets(tps)
+    pending = [tp for tp in tps if ends[tp] > 0]
+    if not pending:
+        return ends
+    consumer.assign(pending)
+    for tp in pending:
+        consumer.seek(tp, ends[tp] - 1)
+    deadline = time.monotonic() + 5
+    while pending and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=200)
+        for tp in list(pending):
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                ends[tp] = max(ends[tp], highwater)
+                pending.remove(tp)
+    return ends

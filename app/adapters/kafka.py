@@ -42,6 +42,9 @@ def consumer(*topics: str, group_id: str | None = None, **overrides) -> KafkaCon
         session_timeout_ms=s.kafka_session_timeout_ms,
         heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
         max_poll_records=s.history_max_poll_records,
+        # The broker may hold a fetch this long waiting for data; tansu holds it the whole time
+        # even when records arrive, so this bounds history lag (default 500 ms).
+        fetch_max_wait_ms=100,
     )
     config.update(overrides)
     return KafkaConsumer(*topics, **config)

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from scripts.devstack import _wait_tcp, ensure_topic, pick_port, tansu_bin
 from tests.conftest import STATE_DIR, ProcessGroup, wait_for
 
 PARTITIONS = 6
+CURRENT_GROUP: str | None = None  # the pipeline's consumer group once a test replaced the session's
 HISTORY_COLUMNS = ("event_id, wallet_id, event_type, tenant_id, user_id, currency, amount, balance_after, "
                    "wallet_version, transaction_id, counterparty_wallet_id, request_id, occurred_at")
 
@@ -37,6 +39,7 @@ class Pipeline:
         self.api_url = ""
         self._n = 0
         self.log_names: dict[int, str] = {}
+        self.group_id = env["KAFKA_GROUP_ID"]
 
     def _name(self, kind: str) -> str:
         self._n += 1
@@ -45,18 +48,36 @@ class Pipeline:
         return name
 
     def start_relay(self, **env) -> subprocess.Popen:
-        proc = self.group.start([sys.executable, "-m", "app.relay"], log_name=self._name("relay"), **env)
+        name = self._name("relay")
+        proc = self.group.start([sys.executable, "-m", "app.relay"], log_name=name, **env)
+        self.log_names[proc.pid] = name
         self.relays.append(proc)
         return proc
 
     def start_history_worker(self, wait: bool = False, **env) -> subprocess.Popen:
         name = self._name("history-worker")
+        env.setdefault("KAFKA_GROUP_ID", self.group_id)
         proc = self.group.start([sys.executable, "-m", "history.worker"], log_name=name, **env)
         self.log_names[proc.pid] = name
         self.history_workers.append(proc)
         if wait:
             wait_for(lambda: group_assigned(self), timeout=30, what="the history workers to own every partition")
         return proc
+
+    def restart_history_workers_in_a_new_group(self) -> None:
+        """Two fresh workers in a fresh group (reading from the start: every row is already there).
+
+        tansu takes minutes to let new members into a group whose members all left
+        (it waits out the old generation), while a fresh group forms in ~3 s.
+        """
+        global CURRENT_GROUP
+        self.group_id = CURRENT_GROUP = f"history-{uuid.uuid4().hex[:6]}"
+        self.start_history_worker()
+        self.start_history_worker(wait=True)
+        wait_caught_up()
+
+    def log_path(self, proc: subprocess.Popen) -> Path:
+        return STATE_DIR / f"{self.log_names[proc.pid]}.log"
 
     def stop(self, proc: subprocess.Popen, sig=None) -> None:
         self.group.stop(proc, sig)
@@ -118,6 +139,15 @@ def group_assigned(pipeline: Pipeline) -> bool:
     return sorted(owned) == list(range(PARTITIONS))
 
 
+def wallet_client():
+    """A Wallet API test client of its own (for threads and module fixtures), with the session's key if any."""
+    import tests.conftest as root
+    from app.api import create_app
+
+    app = create_app({"TESTING": True})
+    return root.api_client(app) if hasattr(root, "api_client") else app.test_client()
+
+
 def history_rows(*wallet_ids: str) -> list[dict]:
     """The read model's rows (without recorded_at), of some wallets or all, in a stable order."""
     where = "WHERE wallet_id = ANY(CAST(:ids AS uuid[]))" if wallet_ids else ""
@@ -136,13 +166,18 @@ def wait_caught_up(group_id: str | None = None, timeout: float = 30) -> None:
     """Wait until every outbox row is published and the group has committed up to the end of the topic."""
     from history.ops import consumer_lag
 
+    group_id = group_id or CURRENT_GROUP
+
     def caught_up():
         if outbox_backlog():
             return False
         lag = consumer_lag(group_id)
         return lag is not None and sum(p.lag for p in lag) == 0
 
-    wait_for(caught_up, timeout=timeout, what="the history pipeline to catch up", interval=0.1)
+    try:
+        wait_for(caught_up, timeout=timeout, what="the history pipeline to catch up", interval=0.1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: outbox backlog {outbox_backlog()}, lag {consumer_lag(group_id)}") from None
 
 
 class Tansu:

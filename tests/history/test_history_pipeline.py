@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from app.adapters.db import engine
-from conftest import history_rows
+from conftest import history_rows, wallet_client
 from tests.conftest import wait_for
 from tests.helpers import create_wallet, run, submit, wait_job
 
@@ -89,9 +89,7 @@ def test_history_shows_both_sides_of_every_transfer_within_a_second(pipeline, cl
 @pytest.fixture(scope="module")
 def busy_user(pipeline):
     """A user with two wallets and 12 events, all in history."""
-    from app.api import create_app
-
-    client = create_app({"TESTING": True}).test_client()
+    client = wallet_client()
     user = f"carol-{uuid.uuid4().hex[:6]}"
     w1, w2 = create_wallet(client, user), create_wallet(client, user)
     for i in range(4):
