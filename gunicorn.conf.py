@@ -36,3 +36,27 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 
 # Behind a proxy (compose, k8s) trust X-Forwarded-* only from these addresses.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+# Prometheus multiprocess mode: every worker writes its metrics to files in one
+# folder per gunicorn instance, which /metrics aggregates (prometheus-client docs).
+def on_starting(server):
+    import tempfile
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wallet-metrics-")
+        server._wallet_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    import shutil
+
+    created = getattr(server, "_wallet_metrics_dir", None)
+    if created:
+        shutil.rmtree(created, ignore_errors=True)

@@ -68,6 +68,7 @@ _FINISH = text("""
        SET status = :status, result = CAST(:result AS jsonb), error = CAST(:error AS jsonb),
            attempts = attempts + :extra_attempts, updated_at = now(), completed_at = now()
      WHERE id = :id AND status = 'running'
+ RETURNING extract(epoch FROM completed_at - created_at) AS seconds
 """)
 
 
@@ -85,14 +86,14 @@ class WalletStore:
         return ClaimedJob(**row) if row else None
 
     def finish_job(self, job_id: str, *, status: str, result: dict | None = None,
-                   error: dict | None = None, extra_attempts: int = 0) -> bool:
-        """Make a running job final; False when another delivery already did."""
-        res = self.conn.execute(_FINISH, {
+                   error: dict | None = None, extra_attempts: int = 0) -> float | None:
+        """Make a running job final; returns seconds since it was accepted, None if another delivery did it."""
+        seconds = self.conn.execute(_FINISH, {
             "id": job_id, "status": status, "extra_attempts": extra_attempts,
             "result": json.dumps(result) if result is not None else None,
             "error": json.dumps(error) if error is not None else None,
-        })
-        return res.rowcount == 1
+        }).scalar()
+        return None if seconds is None else float(seconds)
 
     def release_job(self, job_id: str, extra_attempts: int = 0) -> None:
         """Put a running job back to queued before it is retried on purpose."""

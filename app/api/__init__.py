@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from flask import Flask
 
+from app.observability import flask_metrics
+
 from app.api import auth, context, health, holds, jobs, movements, openapi, operations, problems, transactions, wallets
 
 
@@ -14,6 +16,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.json.sort_keys = False
     context.register(app)
     problems.register(app)
+    flask_metrics.register(app)  # before auth, so refused requests are counted too
     auth.register(app)
     for module in (health, wallets, movements, holds, transactions, jobs):
         app.register_blueprint(module.bp)

@@ -52,6 +52,7 @@ class Operation:
     response: type[Schema] | None = None  # the 200 body of a read
     body: type[Schema] | None = None
     query: type[Schema] | None = None
+    text: str | None = None  # media type of a 200 body that is not JSON
     command: bool = False  # answers 202 with the job
     public: bool = False  # needs no API key
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -80,6 +81,8 @@ def _operation(rule, method: str, op: Operation) -> dict:
                                    **job}
     elif op.response is not None:
         doc["responses"]["200"] = {"description": "OK", "content": {"application/json": {"schema": op.response}}}
+    elif op.text is not None:
+        doc["responses"]["200"] = {"description": "OK", "content": {op.text: {"schema": {"type": "string"}}}}
     if op.body is not None:
         doc["requestBody"] = {"required": method != "put" and bool(op.body._declared_fields) and any(
             f.required for f in op.body._declared_fields.values()),

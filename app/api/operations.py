@@ -42,4 +42,6 @@ OPERATIONS: dict[str, Operation] = {
     "transactions.reverse": Operation("Reverse all or part of a transaction", body=body.ReverseSchema,
                                       command=True),
     "jobs.get_job": Operation("What became of a command", response=out.JobOut),
+    "metrics.metrics_endpoint": Operation("Prometheus metrics (admin key)", tags=("operations",), text="text/plain",
+                                          description="Prometheus text format; see the README for the series."),
 }

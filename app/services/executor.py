@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 
 from app.adapters.db import engine
-from app.adapters.store import WalletStore
+from app.adapters.store import ClaimedJob, WalletStore
 from app.config import settings
 from app.domain import commands
 from app.domain.errors import AttemptsExhausted, BusinessRuleViolation, ConcurrencyConflict
+from app.observability import metrics
 from app.services.handlers import HANDLERS
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def execute_job(job_id: str) -> Outcome:
         return Outcome(job_id, "already_final")
     if job.lost_deliveries >= s.max_lost_deliveries:
         error = AttemptsExhausted(f"the worker running this command was lost {job.lost_deliveries} times")
-        return _fail(job_id, error, conflicts=0)
+        return _fail(job, error, conflicts=0)
 
     handler = HANDLERS[job.type]
     command = commands.from_payload(job.type, job.payload)
@@ -71,14 +72,16 @@ def execute_job(job_id: str) -> Outcome:
             with engine().begin() as conn:
                 store = WalletStore(conn)
                 result = handler(store, job, command)
-                if not store.finish_job(job_id, status="succeeded", result=result, extra_attempts=conflicts):
+                seconds = store.finish_job(job_id, status="succeeded", result=result, extra_attempts=conflicts)
+                if seconds is None:
                     raise _AlreadyFinal()
+            _report(job, "succeeded", None, seconds, conflicts)
             return Outcome(job_id, "succeeded", conflicts)
         except ConcurrencyConflict:
             conflicts += 1
             time.sleep(_backoff_seconds(attempt))
         except BusinessRuleViolation as error:
-            return _fail(job_id, error, conflicts)
+            return _fail(job, error, conflicts)
         except _AlreadyFinal:
             return Outcome(job_id, "already_final", conflicts)
         except IntegrityError:
@@ -89,6 +92,8 @@ def execute_job(job_id: str) -> Outcome:
     # Still contended: give the slot back and come again, never fail the job for it.
     with engine().begin() as conn:
         WalletStore(conn).release_job(job_id, extra_attempts=conflicts)
+    metrics.shared().inc("wallet_optimistic_lock_conflicts_total", job.type, amount=conflicts) \
+        .inc("wallet_command_retries_total", "conflicts").send()
     raise RetryLater(f"{conflicts} optimistic-lock conflicts", countdown=random.uniform(0.05, 0.5))
 
 
@@ -105,12 +110,24 @@ def fail_unexpected(job_id: str) -> None:
             "code": "INTERNAL_ERROR", "message": "the command could not be executed; the error has been logged"})
 
 
-def _fail(job_id: str, error: BusinessRuleViolation, conflicts: int) -> Outcome:
+def _fail(job: ClaimedJob, error: BusinessRuleViolation, conflicts: int) -> Outcome:
     with engine().begin() as conn:
-        done = WalletStore(conn).finish_job(
-            job_id, status="failed", error={"code": error.code, "message": error.message}, extra_attempts=conflicts,
+        seconds = WalletStore(conn).finish_job(
+            job.id, status="failed", error={"code": error.code, "message": error.message}, extra_attempts=conflicts,
         )
-    return Outcome(job_id, "failed" if done else "already_final", conflicts)
+    if seconds is None:
+        return Outcome(job.id, "already_final", conflicts)
+    _report(job, "failed", error.code, seconds, conflicts)
+    return Outcome(job.id, "failed", conflicts)
+
+
+def _report(job: ClaimedJob, status: str, code: str | None, seconds: float, conflicts: int) -> None:
+    """Count the outcome in the cluster-wide metrics (one Redis round trip)."""
+    m = metrics.shared().inc("wallet_jobs_completed_total", job.type, status, code or "") \
+        .observe("wallet_job_duration_seconds", seconds, job.type)
+    if conflicts:
+        m.inc("wallet_optimistic_lock_conflicts_total", job.type, amount=conflicts)
+    m.send()
 
 
 def _is_final(job_id: str) -> bool:

@@ -13,6 +13,7 @@ from app.adapters import command_queue
 from app.adapters.db import engine
 from app.domain.commands import to_payload
 from app.domain.errors import IdempotencyKeyReused
+from app.observability import metrics
 from app.services.queries import JOB_COLUMNS
 
 
@@ -40,6 +41,7 @@ def submit(command_type: str, command, *, tenant_id: str, request_id: str,
     else:  # pragma: no cover - three lost races in a row
         raise RuntimeError("could not record the idempotency key")
     if not accepted.replayed:
+        metrics.COMMANDS_ACCEPTED.labels(command_type).inc()
         # After the commit, never before: a worker must find the job row. If this
         # publish is lost, the sweeper re-enqueues the job.
         command_queue.enqueue(str(accepted.job["id"]))
