@@ -5,10 +5,11 @@ from datetime import datetime
 
 from flask import Blueprint, Flask, jsonify, request
 
-from app.api import context, problems
+from app.api import auth, context, openapi, problems
+from app.observability import flask_metrics
 from app.api.problems import validation_failed
 from app.services.queries import InvalidCursor
-from history import queries
+from history import operations, queries
 from history.projector import KNOWN_TYPES
 
 bp = Blueprint("history", __name__)
@@ -50,8 +51,9 @@ def _list_args() -> dict:
 
 
 def _page(read, key: str):
+    # Another tenant's wallet or user reads like an unknown one: 200 with no items.
     try:
-        return jsonify(read(key, **_list_args()))
+        return jsonify(read(key, **_list_args(), tenant_id=context.current_tenant()))
     except InvalidCursor as e:
         raise validation_failed({"cursor": [str(e)]}, "the query string is not valid") from e
 
@@ -80,5 +82,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.json.sort_keys = False
     context.register(app)
     problems.register(app)
+    flask_metrics.register(app)
+    auth.register(app)
     app.register_blueprint(bp)
+    openapi.register(app, operations.TITLE, operations.DESCRIPTION, operations.OPERATIONS)
     return app

@@ -35,8 +35,12 @@ def event_view(row) -> dict:
     }
 
 
-def _filters(types: list[str] | None, since: datetime | None, until: datetime | None, params: dict) -> str:
+def _filters(types: list[str] | None, since: datetime | None, until: datetime | None, params: dict,
+             tenant_id: str | None = None) -> str:
     sql = ""
+    if tenant_id is not None:  # None: an admin key, every tenant
+        sql += " AND tenant_id = :tenant"
+        params["tenant"] = tenant_id
     if types:
         sql += " AND event_type = ANY(:types)"
         params["types"] = types
@@ -58,7 +62,7 @@ def _page(sql: str, params: dict, limit: int, cursor_of) -> dict:
 
 
 def wallet_history(wallet_id: str, *, limit: int, cursor: str | None, types: list[str] | None = None,
-                   since: datetime | None = None, until: datetime | None = None) -> dict:
+                   since: datetime | None = None, until: datetime | None = None, tenant_id: str | None = None) -> dict:
     """A wallet's events in its own order: newest first by wallet_version."""
     params: dict = {}
     after = ""
@@ -72,13 +76,13 @@ def wallet_history(wallet_id: str, *, limit: int, cursor: str | None, types: lis
         return {"items": [], "next_cursor": None}  # never a wallet: reads like an unknown one
     params["wallet"] = wallet_id
     sql = (f"SELECT {_COLUMNS} FROM history_events WHERE wallet_id = CAST(:wallet AS uuid)"
-           + _filters(types, since, until, params) + after
+           + _filters(types, since, until, params, tenant_id) + after
            + " ORDER BY wallet_version DESC, event_id DESC LIMIT :limit")
     return _page(sql, params, limit, lambda r: {"v": r["wallet_version"], "e": r["event_id"]})
 
 
 def user_activity(user_id: str, *, limit: int, cursor: str | None, types: list[str] | None = None,
-                  since: datetime | None = None, until: datetime | None = None) -> dict:
+                  since: datetime | None = None, until: datetime | None = None, tenant_id: str | None = None) -> dict:
     """A user's events across their wallets: newest first by occurred_at, then event_id.
 
     A transfer between two wallets of the same user is one event with two rows, so
@@ -97,7 +101,7 @@ def user_activity(user_id: str, *, limit: int, cursor: str | None, types: list[s
         after = " AND (occurred_at, event_id, wallet_id) < (:c_t, CAST(:c_e AS uuid), CAST(:c_w AS uuid))"
         params.update(c_e=c["e"], c_w=c["w"])
     sql = (f"SELECT {_COLUMNS} FROM history_events WHERE user_id = :user"
-           + _filters(types, since, until, params) + after
+           + _filters(types, since, until, params, tenant_id) + after
            + " ORDER BY occurred_at DESC, event_id DESC, wallet_id DESC LIMIT :limit")
     return _page(sql, params, limit,
                  lambda r: {"t": r["occurred_at"].isoformat(), "e": r["event_id"], "w": r["wallet_id"]})

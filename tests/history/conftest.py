@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from app.adapters.db import engine
 from scripts.devstack import _wait_tcp, ensure_topic, pick_port, tansu_bin
-from tests.conftest import STATE_DIR, ProcessGroup, wait_for
+from tests.conftest import STATE_DIR, TENANT_A_KEY, ProcessGroup, wait_for
 
 PARTITIONS = 6
 CURRENT_GROUP: str | None = None  # the pipeline's consumer group once a test replaced the session's
@@ -93,14 +93,15 @@ class Pipeline:
         self.api_url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _get_status(self.api_url + "/health") == 200, timeout=20, what="the History API")
 
-    def get(self, path: str) -> tuple[int, dict]:
-        """GET on the running History API: (status, JSON body)."""
-        return _get(self.api_url + path)
+    def get(self, path: str, token: str | None = TENANT_A_KEY) -> tuple[int, dict]:
+        """GET on the running History API with an API key: (status, JSON body)."""
+        return _get(self.api_url + path, token)
 
 
-def _get(url: str) -> tuple[int, dict]:
+def _get(url: str, token: str | None = None) -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null")

@@ -103,8 +103,9 @@ def busy_user(pipeline):
 @pytest.fixture()
 def history_client(stack):
     from history.api import create_app
+    from tests.conftest import api_client
 
-    return create_app({"TESTING": True}).test_client()
+    return api_client(create_app({"TESTING": True}))
 
 
 def test_wallet_history_pages_with_a_cursor_newest_first(busy_user, history_client):

@@ -19,14 +19,14 @@ EXAMPLES_PER_OPERATION = 120
 EXCLUDED_CHECKS = [positive_data_acceptance]
 
 
-def fuzz(schema, headers: dict) -> int:
+def fuzz(schema, headers: dict, examples: int = EXAMPLES_PER_OPERATION) -> int:
     """Run every operation's generated cases through call_and_validate; returns how many ran."""
     calls = 0
     for result in schema.get_all_operations():
         operation = result.ok()
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, phases=[Phase.explicit, Phase.generate],
+        @settings(max_examples=examples, deadline=None, phases=[Phase.explicit, Phase.generate],
                   suppress_health_check=list(HealthCheck), database=None)
         def check(case):
             nonlocal calls

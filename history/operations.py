@@ -1,0 +1,50 @@
+"""The History API's operations as documented in /openapi.json."""
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from app.api.docs_schemas import HealthOut
+from app.api.docs_schemas import money as money_field
+from app.api.openapi import Operation
+from history.projector import KNOWN_TYPES
+
+TITLE = "Wallet History API"
+DESCRIPTION = "The event-sourced history of wallets and users, read from the projection of the Kafka events."
+
+
+class HistoryQuery(Schema):
+    limit = fields.Integer(validate=validate.Range(1, 500), metadata={"default": 50})
+    cursor = fields.String(validate=validate.Length(1, 500))
+    type = fields.String(validate=validate.OneOf(sorted(KNOWN_TYPES)),
+                         metadata={"description": "only events of this type (comma-separated list accepted)"})
+    from_ = fields.AwareDateTime(data_key="from", format="iso")
+    to = fields.AwareDateTime(format="iso")
+
+
+class HistoryEvent(Schema):
+    event_id = fields.UUID(required=True)
+    event_type = fields.String(required=True, metadata={"enum": sorted(KNOWN_TYPES)})
+    wallet_id = fields.UUID(required=True)
+    user_id = fields.String(required=True)
+    amount = money_field(required=True, allow_none=True)
+    balance_after = money_field(required=True, allow_none=True)
+    wallet_version = fields.Integer(required=True)
+    transaction_id = fields.UUID(required=True, allow_none=True)
+    counterparty_wallet_id = fields.UUID(required=True, allow_none=True)
+    request_id = fields.String(required=True, allow_none=True)
+    occurred_at = fields.DateTime(required=True)
+
+
+class HistoryPage(Schema):
+    items = fields.List(fields.Nested(HistoryEvent), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+OPERATIONS: dict[str, Operation] = {
+    "history.health": Operation("Liveness", response=HealthOut, public=True, tags=("operations",)),
+    "history.wallet_history": Operation("A wallet's events, newest first by wallet version", response=HistoryPage,
+                                        query=HistoryQuery),
+    "history.user_activity": Operation("A user's events across their wallets, newest first", response=HistoryPage,
+                                       query=HistoryQuery),
+    "metrics.metrics_endpoint": Operation("Prometheus metrics (admin key)", tags=("operations",), text="text/plain"),
+}
