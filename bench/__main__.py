@@ -1,0 +1,235 @@
+"""`make bench` / `python -m bench`: throughput, latency, history lag and cost per command of the wallet stack.
+
+Starts its own stack (state in .dev/bench, free ports, a fresh database and
+topic; embedded PostgreSQL/Redis/Kafka unless --database-url/--redis-url/--kafka
+or the usual env vars are given) or drives a running one (--use-running URL),
+then runs the scenarios of issue 7 and writes bench-results/<timestamp>/:
+results.json (every figure), throughput.png, latency.png, history_lag.png,
+memory.png, raw/ (per-request samples), logs/, and with --profile profile/
+(py-spy flame graphs, speedscope files, SQL statement counts, analysis.md).
+
+    python -m bench                          # ceiling, uniform, hot, half_load (20 s each)
+    python -m bench --duration 60 --memory 100000
+    python -m bench --profile                # + py-spy and SQL counts during uniform
+    python -m bench --compare bench-results/<earlier>/results.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from bench import report
+from bench.stack import REPO, Stack, StackOptions
+
+DEFAULT_SCENARIOS = ("ceiling", "uniform", "hot", "half_load")
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                   help="comma-separated subset of ceiling,uniform,hot,half_load (default: all)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of load per scenario")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds left out of completed/s at the start")
+    p.add_argument("--ceiling-tasks", type=int, default=10_000)
+    p.add_argument("--wallets", type=int, default=1000)
+    p.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients of the load generator")
+    p.add_argument("--max-outstanding", type=int, default=64,
+                   help="closed loop: submit while fewer commands than this are unfinished")
+    p.add_argument("--half-rate", type=float, default=None, help="fixed rate of half_load (default: 50%% of uniform)")
+    p.add_argument("--memory", type=int, default=0, metavar="N", help="also run N commands in a row, RSS over time")
+    p.add_argument("--api-workers", type=int, default=int(os.environ.get("GUNICORN_WORKERS", 2)))
+    p.add_argument("--api-threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", 8)))
+    p.add_argument("--celery-workers", type=int, default=int(os.environ.get("WORKERS", 2)),
+                   help="Celery prefork concurrency")
+    p.add_argument("--no-beat", action="store_true", help="do not run celery beat (sweeper, audit, expiries)")
+    p.add_argument("--rate-limit", type=int, default=100_000, help="RATE_LIMIT of the API (per key per second)")
+    p.add_argument("--profile", action="store_true", help="py-spy + SQL statement counts during uniform")
+    p.add_argument("--use-running", metavar="URL", help="drive a running stack's API instead of starting one")
+    p.add_argument("--token", help="API key for --use-running (default: env WALLET_API_KEY)")
+    p.add_argument("--database-url")
+    p.add_argument("--redis-url")
+    p.add_argument("--kafka", help="Kafka bootstrap servers")
+    p.add_argument("--state-dir", default=str(REPO / ".dev" / "bench"))
+    p.add_argument("--out", default=str(REPO / "bench-results"))
+    p.add_argument("--compare", metavar="RESULTS_JSON", help="an earlier results.json: ratios must agree within 15%%")
+    p.add_argument("--keep-db", action="store_true", help="keep the bench_<run> database afterwards")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(scenarios) - set(DEFAULT_SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {sorted(unknown)}")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_id = f"{stamp.replace('-', '')}{os.getpid() % 1000:03d}"
+    out = Path(args.out) / stamp
+    if out.exists():
+        out = Path(args.out) / f"{stamp}-{os.getpid()}"
+    (out / "raw").mkdir(parents=True)
+    opts = StackOptions(
+        state_dir=Path(args.state_dir).resolve(), log_dir=out / "logs", run_id=run_id,
+        api_workers=args.api_workers, api_threads=args.api_threads, celery_workers=args.celery_workers,
+        beat=not args.no_beat, rate_limit=args.rate_limit, database_url=args.database_url, redis_url=args.redis_url,
+        kafka=args.kafka, use_running=args.use_running, token=args.token,
+        count_sql_dir=(out / "profile" / "sqlcount") if args.profile else None, keep_db=args.keep_db,
+    )
+    results: dict = {
+        "run_id": run_id, "started": datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:],
+        "machine": {"cpus": os.cpu_count(), "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+                    "python": sys.version.split()[0]},
+        "config": {k: v for k, v in vars(args).items() if k not in ("token",)},
+        "scenarios": {},
+    }
+    say(f"results in {out}; load average {results['machine']['load_avg_before']} on {os.cpu_count()} CPUs")
+    stack = Stack(opts)
+    sampler = None
+    try:
+        t = time.monotonic()
+        stack.start()
+        say(f"stack up in {time.monotonic() - t:.1f}s: API {stack.api_url}, {args.api_workers}×{args.api_threads} "
+            f"gunicorn gthread, {args.celery_workers} Celery pool processes")
+        from bench.procstats import Sampler
+        from bench.scenarios import Runner
+
+        sampler = Sampler(stack.roots, pg_conn_factory=stack.pg, postmaster=stack.postmaster).start()
+        runner = Runner(stack, sampler, out, run_id, clients=args.clients, progress=not args.no_progress)
+        runner.setup_wallets(args.wallets)
+        sc = results["scenarios"]
+        ceiling_rate = None
+        if "ceiling" in scenarios:
+            sc["ceiling"] = runner.ceiling(args.ceiling_tasks)
+            ceiling_rate = sc["ceiling"]["completed_per_s"]
+            say(f"ceiling: {ceiling_rate:.0f} no-op tasks/s")
+        profiler = None
+        if args.profile and stack.procs:
+            from bench.profile import Profiler, sql_counts
+
+            targets = {k: stack.roots[k] for k in ("api", "celery", "relay", "history-worker") if k in stack.roots}
+            profiler = Profiler(out / "profile", targets)
+            sql_before = sql_counts(opts.count_sql_dir)
+        if "uniform" in scenarios:
+            sc["uniform"] = runner.load_scenario("uniform", "transfer", args.duration, args.warmup, ceiling_rate,
+                                                 max_outstanding=args.max_outstanding, profiler=profiler)
+            say(f"uniform: {sc['uniform']['completed_per_s']:.0f} completed/s")
+            if profiler is not None:
+                time.sleep(1.5)  # the counters are written every second
+                results["profile"] = analyse_profile(out / "profile", stack, sampler, sql_before,
+                                                     sql_counts(opts.count_sql_dir), sc["uniform"])
+        if "hot" in scenarios:
+            sc["hot"] = runner.load_scenario("hot", "hot", args.duration, args.warmup, ceiling_rate,
+                                             max_outstanding=args.max_outstanding)
+            results["hot_wallet_check"] = runner.hot_wallet_check(sc["hot"], "0.01", "1000000000.00")
+            say(f"hot: {sc['hot']['completed_per_s']:.0f} completed/s")
+        if "half_load" in scenarios:
+            rate = args.half_rate or (0.5 * sc["uniform"]["completed_per_s"] if "uniform" in sc else None)
+            if not rate:
+                raise SystemExit("half_load needs uniform in the same run or --half-rate")
+            sc["half_load"] = runner.load_scenario("half_load", "transfer", args.duration, args.warmup, ceiling_rate,
+                                                   rate=rate)
+        if args.memory:
+            sc["memory"] = runner.memory(args.memory, args.max_outstanding)
+        if stack.procs:
+            results["audit"] = runner.audit()
+        results["machine"]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+        if args.compare:
+            previous = json.loads(Path(args.compare).read_text())
+            results["compared_with"] = args.compare
+            results["comparison"] = report.compare(results, previous)
+        results["ratios"] = {k: round(v, 3) for k, v in report.ratios(results).items()}
+        results["targets"] = report.targets(results)
+        results["plots"] = report.plots(results, out)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        stack.stop()
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    text = report.table(results)
+    (out / "table.txt").write_text(text + "\n")
+    print("\n" + text, flush=True)
+    if args.profile and "profile" in results:
+        print(f"\nprofile: {out / 'profile' / 'analysis.md'}")
+    print(f"\nresults: {out}")
+    return 0
+
+
+def say(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def analyse_profile(pdir: Path, stack: Stack, sampler, sql_before: dict, sql_after: dict, uni: dict) -> dict:
+    """py-spy summaries, SQL statements per command per process kind, and analysis.md."""
+    from bench.profile import diff_sql, read_collapsed, summarise
+
+    commands = max(1, uni["completed"])
+    kinds = sampler._kinds()
+
+    def kind_of(pid: int, d: dict) -> str:
+        if pid in kinds:
+            return kinds[pid]
+        return "celery-pool" if d.get("ppid") == stack.roots.get("celery") else f"other:{' '.join(d['argv'][:3])}"
+
+    sql = diff_sql(sql_before, sql_after, kind_of)
+    sql_per = {k: {s: round(n / commands, 3) for s, n in c.most_common()} for k, c in sql.items()}
+    summaries = {}
+    for kind, pid in stack.roots.items():
+        path = pdir / f"{kind}.collapsed.txt"
+        if not path.exists():
+            continue
+
+        def role(proc: str, kind=kind, pid=pid) -> str:
+            if not proc:
+                return kind
+            ppid = proc.split()[1].rstrip(":")
+            if kind == "celery":
+                return "celery-main" if ppid == str(pid) else "celery-pool"
+            if kind == "api":
+                return "gunicorn-master" if ppid == str(pid) else "gunicorn-worker"
+            return kind
+
+        summaries[kind] = summarise(read_collapsed(path), commands, role)
+    doc = {"commands": commands, "cpu_per_command_ms": {k: v["cpu_ms_per_command"] for k, v in uni["processes"].items()},
+           "sql_per_command": sql_per, "py_spy": summaries,
+           "redis_calls_per_command": uni["redis_calls_per_command"], "pg_per_command": uni["pg_per_command"]}
+    (pdir / "profile.json").write_text(json.dumps(doc, indent=2))
+    lines = [f"# Profile of the uniform scenario ({commands} commands, {uni['completed_per_s']} completed/s, "
+             f"load {uni['load_avg_end']})", "",
+             "py-spy (100 Hz, --nonblocking) and the SQL counters slow the processes down: the figures of this run "
+             "are not the benchmark's; the shares are what matter.", "",
+             "## CPU per completed command (psutil, ms)", ""]
+    for k, v in sorted(doc["cpu_per_command_ms"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"- {k}: {v}")
+    lines.append(f"- **total: {sum(doc['cpu_per_command_ms'].values()):.3f}**")
+    lines += ["", "## Round trips per command", "",
+              f"- Redis calls: {sum(uni['redis_calls_per_command'].values()):.2f} "
+              f"({', '.join(f'{k} {v}' for k, v in uni['redis_calls_per_command'].items())})",
+              f"- PostgreSQL: {uni['pg_per_command']}", ""]
+    for kind, stmts in sorted(sql_per.items()):
+        total = sum(v for s, v in stmts.items() if not s.startswith("many-rows"))
+        lines.append(f"### SQL calls per command from {kind}: {total:.2f} (each also pays BEGIN)")
+        lines += [f"- {v} × `{s}`" for s, v in stmts.items()]
+        lines.append("")
+    for kind, s in summaries.items():
+        lines += [f"## py-spy: {kind} — {s['ms_per_command']} ms CPU per command", ""]
+        for role, ms in s["by_role"].items():
+            lines.append(f"### {role}: {ms} ms per command")
+            lines.append("Self time by package: " + ", ".join(
+                f"{p} {v}" for p, v in s["self_by_package"].get(role, {}).items()))
+            lines.append("")
+            lines.append("Inclusive, top functions (ms per command):")
+            lines += [f"- {v} {f}" for f, v in list(s["inclusive_top"].get(role, {}).items())[:25]]
+            lines.append("")
+    (pdir / "analysis.md").write_text("\n".join(lines) + "\n")
+    return {"analysis": str(pdir / "analysis.md"), "sql_per_command": sql_per,
+            "py_spy_ms_per_command": {k: v["by_role"] for k, v in summaries.items()}}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
