@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from app.adapters import kafka as kafka_clients
 from app.config import settings
+from app.observability import logs, metrics
 
 log = logging.getLogger("app.relay")
 
@@ -130,6 +131,7 @@ def _lead(conn: psycopg.Connection, stop: _Stop) -> None:
                     backoff = min(backoff * 2, s.relay_backoff_max_s)
                     continue
                 conn.execute(_MARK, (acked,))
+                metrics.shared().inc("wallet_events_published_total", amount=len(acked)).send()
                 backoff = 0.2
                 if len(acked) == len(rows) == s.relay_batch_size:
                     continue  # a backlog: next batch at once
@@ -152,7 +154,7 @@ def _sleep(stop: _Stop, seconds: float) -> None:
 
 def run() -> int:
     s = settings()
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure("relay")
     stop = _Stop()
 
     def request_stop(signum, _frame):

@@ -6,7 +6,7 @@ from datetime import datetime
 from flask import Blueprint, Flask, jsonify, request
 
 from app.api import auth, context, openapi, problems
-from app.observability import flask_metrics
+from app.observability import flask_metrics, logs
 from app.api.problems import validation_failed
 from app.services.queries import InvalidCursor
 from history import operations, queries
@@ -79,6 +79,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(JSON_SORT_KEYS=False)
     if test_config:
         app.config.update(test_config)
+    if not app.config.get("TESTING"):
+        logs.configure("history-api")
     app.json.sort_keys = False
     context.register(app)
     problems.register(app)

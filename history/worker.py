@@ -16,6 +16,7 @@ import random
 import signal
 import sys
 import time
+from datetime import datetime, timezone
 
 from kafka import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
@@ -25,6 +26,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from app.adapters import kafka as kafka_clients
 from app.adapters.db import dispose_engine, engine
 from app.config import settings
+from app.observability import logs, metrics
 from history import store
 from history.projector import InvalidEvent, project
 
@@ -76,6 +78,7 @@ def apply_batch(messages: list) -> tuple[int, int]:
             inserted = store.insert_rows(conn, rows)
             for message, error in bad:
                 _dead_letter(conn, message, error)
+        _report(rows, inserted, len(bad))
         return inserted, len(rows) - inserted
     except (DataError, IntegrityError):
         # A message passed the projector but the database refuses it: find it one message at a time.
@@ -83,7 +86,8 @@ def apply_batch(messages: list) -> tuple[int, int]:
 
 
 def _apply_one_by_one(messages: list) -> tuple[int, int]:
-    inserted = total = 0
+    inserted = total = dead = 0
+    stored = []
     with engine().begin() as conn:
         for message in messages:
             try:
@@ -91,14 +95,38 @@ def _apply_one_by_one(messages: list) -> tuple[int, int]:
                 with conn.begin_nested():
                     inserted += store.insert_rows(conn, rows)
                 total += len(rows)
+                stored.extend(rows)
             except (InvalidEvent, DataError, IntegrityError) as e:
                 _dead_letter(conn, message, str(e).splitlines()[0])
+                dead += 1
+    _report(stored, inserted, dead)
     return inserted, total - inserted
+
+
+def _report(rows: list[dict], inserted: int, dead_letters: int) -> None:
+    """Cluster-wide metrics of a committed batch: rows applied, dead letters, lag of its newest event."""
+    m = metrics.shared().inc("wallet_history_events_applied_total", amount=inserted)
+    if dead_letters:
+        m.inc("wallet_history_dead_letters_total", amount=dead_letters)
+    if rows:
+        newest = max(row["occurred_at"] for row in rows)
+        m.set("wallet_history_lag_seconds", max(0.0, (datetime.now(timezone.utc) - newest).total_seconds()))
+    m.send()
+
+
+def _report_consumer_lag(consumer, batch) -> None:
+    """Per partition: the high watermark seen in the last fetch minus the consumer's position."""
+    m = metrics.shared()
+    for tp in batch:
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            m.set_labeled("wallet_history_consumer_lag", str(tp.partition), max(0, highwater - consumer.position(tp)))
+    m.send()
 
 
 def run() -> int:
     s = settings()
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure("history-worker")
     stop = _Stop()
 
     def request_stop(signum, _frame):
@@ -138,6 +166,7 @@ def run() -> int:
                 log.warning("test fault injection: exiting after the DB commit, before the offset commit")
                 os._exit(70)
             offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batch.items()}
+            _report_consumer_lag(consumer, batch)
             try:
                 consumer.commit(offsets)
             except CommitFailedError as e:

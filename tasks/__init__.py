@@ -1,6 +1,11 @@
 """Celery app of the wallet workers. `celery -A tasks worker` finds `celery_app` here."""
+import threading
+
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger, after_setup_task_logger, task_postrun, task_prerun, worker_process_init,
+    worker_process_shutdown, worker_ready, worker_shutting_down,
+)
 
 celery_app = Celery("wallet")
 celery_app.config_from_object("celeryconfig")
@@ -20,6 +25,49 @@ def _close_connections(**_):
     from app.adapters.db import dispose_engine
 
     dispose_engine()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _json_logs(logger, **_):
+    from app.observability import logs
+
+    for handler in logger.handlers:
+        handler.setFormatter(logs.formatter("worker"))
+
+
+@task_prerun.connect
+def _log_context(task_id=None, **_):
+    from app.observability import logs
+
+    logs.job_id_var.set(task_id)  # the task id is the job id
+    logs.request_id_var.set(None)  # the executor sets it from the job
+
+
+@task_postrun.connect
+def _clear_log_context(**_):
+    from app.observability import logs
+
+    logs.job_id_var.set(None)
+    logs.request_id_var.set(None)
+
+
+_heartbeat_stop = threading.Event()
+
+
+@worker_ready.connect
+def _start_heartbeat(sender=None, **_):
+    """Tell /ready this worker is alive: a Redis key with a short TTL, refreshed by the main process."""
+    from app.services import readiness
+
+    hostname = getattr(sender, "hostname", "worker")
+    threading.Thread(target=readiness.worker_heartbeat, args=(hostname, _heartbeat_stop), daemon=True,
+                     name="wallet-heartbeat").start()
+
+
+@worker_shutting_down.connect
+def _stop_heartbeat(**_):
+    _heartbeat_stop.set()
 
 
 from tasks import commands, maintenance  # noqa: E402,F401  (register the tasks)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.observability import flask_metrics
+from app.observability import flask_metrics, logs
 
 from app.api import auth, context, health, holds, jobs, movements, openapi, operations, problems, transactions, wallets
 
@@ -13,6 +13,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024, JSON_SORT_KEYS=False)
     if test_config:
         app.config.update(test_config)
+    if not app.config.get("TESTING"):
+        logs.configure("api")
     app.json.sort_keys = False
     context.register(app)
     problems.register(app)

@@ -8,6 +8,7 @@ import uuid
 from flask import Flask, g, request
 
 from app.api.problems import ApiError
+from app.observability import logs
 
 _PRINTABLE = re.compile(r"\A[\x21-\x7e]{1,200}\Z")
 
@@ -50,6 +51,7 @@ def register(app: Flask) -> None:
     def _assign_request_id():
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _PRINTABLE.match(incoming) else str(uuid.uuid4())
+        logs.request_id_var.set(g.request_id)
 
     @app.after_request
     def _echo_request_id(response):

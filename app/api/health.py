@@ -15,6 +15,7 @@ def health():
 
 @bp.get("/ready")
 def ready():
+    """200 when PostgreSQL, Redis and Kafka answer and a worker is alive; else 503 naming what is down."""
     checks = readiness.check_dependencies()
     down = sorted(name for name, ok in checks.items() if not ok)
     body = {"status": "ok" if not down else "unavailable", "checks": {k: "ok" if v else "down" for k, v in checks.items()}}

@@ -56,6 +56,7 @@ class Operation:
     command: bool = False  # answers 202 with the job
     public: bool = False  # needs no API key
     tags: tuple[str, ...] = field(default_factory=tuple)
+    other_json_responses: tuple[tuple[int, str], ...] = ()  # (status, description), same body as the 200
     description: str | None = None
 
 
@@ -81,6 +82,9 @@ def _operation(rule, method: str, op: Operation) -> dict:
                                    **job}
     elif op.response is not None:
         doc["responses"]["200"] = {"description": "OK", "content": {"application/json": {"schema": op.response}}}
+        for status, description in op.other_json_responses:
+            doc["responses"][str(status)] = {"description": description,
+                                             "content": {"application/json": {"schema": op.response}}}
     elif op.text is not None:
         doc["responses"]["200"] = {"description": "OK", "content": {op.text: {"schema": {"type": "string"}}}}
     if op.body is not None:

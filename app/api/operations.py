@@ -11,8 +11,9 @@ DESCRIPTION = ("Wallets, funding, transfers and more money operations. Every POS
 
 OPERATIONS: dict[str, Operation] = {
     "health.health": Operation("Liveness", response=out.HealthOut, public=True, tags=("operations",)),
-    "health.ready": Operation("Readiness: PostgreSQL and Redis answer", response=out.ReadyOut, public=True,
-                              tags=("operations",)),
+    "health.ready": Operation("Readiness: PostgreSQL, Redis and Kafka answer and a worker is alive",
+                              response=out.ReadyOut, public=True, tags=("operations",),
+                              other_json_responses=((503, "Not ready: `down` names what is missing"),)),
     "wallets.create_wallet": Operation("Create a wallet", body=body.CreateWalletSchema, command=True),
     "wallets.get_wallet": Operation("Read a wallet", response=out.WalletOut),
     "wallets.list_user_wallets": Operation("List a user's wallets, newest first", response=out.WalletList,

@@ -45,7 +45,11 @@ SHARED_HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
                                     JOB_DURATION_BUCKETS),
 }
 SHARED_GAUGES: dict[str, str] = {
-    "wallet_history_lag_seconds": "Age of the last event the history worker applied, when it applied it",
+    "wallet_history_lag_seconds": "Age of the newest event in the history worker's last batch, when it was stored",
+}
+# Gauges with one label, one hash field per label value.
+SHARED_LABELED_GAUGES: dict[str, tuple[str, str]] = {
+    "wallet_history_consumer_lag": ("Messages on a partition not yet consumed by the history workers", "partition"),
 }
 
 # Per-process HTTP metrics of the APIs.
@@ -99,6 +103,11 @@ class SharedMetrics:
         self._empty = False
         return self
 
+    def set_labeled(self, name: str, label: str, value: float) -> "SharedMetrics":
+        self._pipe.hset(PREFIX + name, label, value)
+        self._empty = False
+        return self
+
     def send(self) -> None:
         """Best effort: metrics never fail the work they describe."""
         if self._empty:
@@ -119,7 +128,7 @@ class SharedMetricsCollector:
     def collect(self):
         try:
             pipe = _client().pipeline(transaction=False)
-            names = [*SHARED_COUNTERS, *SHARED_HISTOGRAMS, *SHARED_GAUGES]
+            names = [*SHARED_COUNTERS, *SHARED_HISTOGRAMS, *SHARED_GAUGES, *SHARED_LABELED_GAUGES]
             for name in names:
                 pipe.hgetall(PREFIX + name)
             values = dict(zip(names, pipe.execute()))
@@ -140,6 +149,11 @@ class SharedMetricsCollector:
                 family = GaugeMetricFamily(name, help_text)
                 family.add_metric([], float(stored[b"value"]))
                 yield family
+        for name, (help_text, label_name) in SHARED_LABELED_GAUGES.items():
+            family = GaugeMetricFamily(name, help_text, labels=[label_name])
+            for label, value in sorted(values[name].items()):
+                family.add_metric([label.decode()], float(value))
+            yield family
 
 
 def _histogram(name, help_text, label_names, buckets, stored):

@@ -21,7 +21,7 @@ from app.adapters.store import ClaimedJob, WalletStore
 from app.config import settings
 from app.domain import commands
 from app.domain.errors import AttemptsExhausted, BusinessRuleViolation, ConcurrencyConflict
-from app.observability import metrics
+from app.observability import logs, metrics
 from app.services.handlers import HANDLERS
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ def execute_job(job_id: str) -> Outcome:
         job = WalletStore(conn).claim_job(job_id)
     if job is None:
         return Outcome(job_id, "already_final")
+    logs.request_id_var.set(job.request_id)
     if job.lost_deliveries >= s.max_lost_deliveries:
         error = AttemptsExhausted(f"the worker running this command was lost {job.lost_deliveries} times")
         return _fail(job, error, conflicts=0)
@@ -122,7 +123,9 @@ def _fail(job: ClaimedJob, error: BusinessRuleViolation, conflicts: int) -> Outc
 
 
 def _report(job: ClaimedJob, status: str, code: str | None, seconds: float, conflicts: int) -> None:
-    """Count the outcome in the cluster-wide metrics (one Redis round trip)."""
+    """Log the outcome and count it in the cluster-wide metrics (one Redis round trip)."""
+    log.info("job %s", status, extra={"job_id": job.id, "command": job.type, "status": status, "code": code,
+                                      "conflicts": conflicts, "seconds": round(seconds, 4)})
     m = metrics.shared().inc("wallet_jobs_completed_total", job.type, status, code or "") \
         .observe("wallet_job_duration_seconds", seconds, job.type)
     if conflicts:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from app.domain.commands import to_payload
 from app.domain.errors import IdempotencyKeyReused
 from app.observability import metrics
 from app.services.queries import JOB_COLUMNS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ def submit(command_type: str, command, *, tenant_id: str, request_id: str,
         raise RuntimeError("could not record the idempotency key")
     if not accepted.replayed:
         metrics.COMMANDS_ACCEPTED.labels(command_type).inc()
+        log.info("command accepted", extra={"job_id": str(accepted.job["id"]), "command": command_type,
+                                            "tenant_id": tenant_id})
         # After the commit, never before: a worker must find the job row. If this
         # publish is lost, the sweeper re-enqueues the job.
         command_queue.enqueue(str(accepted.job["id"]))
