@@ -36,8 +36,10 @@ test: venv
 migrate: venv
 	$(VPY) -m scripts.devstack --state-dir $(DEV_STATE_DIR) migrate
 
-bench:
-	@echo "bench: not yet implemented" >&2; exit 1
+# make bench [BENCH_ARGS="--duration 60 --memory 100000 --profile"]: own stack in .dev/bench, results in bench-results/
+BENCH_ARGS ?=
+bench: venv
+	$(VPY) -m bench $(BENCH_ARGS)
 
 chaos:
 	@echo "chaos: not yet implemented" >&2; exit 1
