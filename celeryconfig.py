@@ -21,6 +21,8 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_cancel_long_running_tasks_on_connection_loss = True
+# Celery's consumer, fixed so that losing Redis with unacked tasks does not end the worker (see the module).
+worker_consumer = "app.adapters.celery_consumer:Consumer"
 
 task_soft_time_limit = _s.task_soft_time_limit
 task_time_limit = _s.task_time_limit
