@@ -33,7 +33,7 @@ _LABEL_SEP = "\x1f"
 SHARED_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "wallet_jobs_completed_total": ("Jobs that became final, by command type, status and error code",
                                     ("type", "status", "code")),
-    "wallet_optimistic_lock_conflicts_total": ("Optimistic-lock conflicts met while executing commands", ("type",)),
+    "wallet_optimistic_lock_conflicts_total": ("Optimistic-lock conflicts met while executing commands", ()),
     "wallet_command_retries_total": ("Deliberate task retries (conflicts past the in-task budget, faults)",
                                      ("reason",)),
     "wallet_events_published_total": ("Outbox events the relay published to Kafka", ()),
@@ -136,8 +136,10 @@ class SharedMetricsCollector:
             return
         for name, (help_text, label_names) in SHARED_COUNTERS.items():
             family = CounterMetricFamily(name.removesuffix("_total"), help_text, labels=label_names)
-            for field, value in values[name].items():
-                labels = field.decode().split(_LABEL_SEP) if label_names else []
+            if not label_names:  # exists from the start, at 0
+                family.add_metric([], sum(float(v) for v in values[name].values()))
+            for field, value in values[name].items() if label_names else ():
+                labels = field.decode().split(_LABEL_SEP)
                 if len(labels) == len(label_names):
                     family.add_metric(labels, float(value))
             yield family

@@ -93,7 +93,7 @@ def execute_job(job_id: str) -> Outcome:
     # Still contended: give the slot back and come again, never fail the job for it.
     with engine().begin() as conn:
         WalletStore(conn).release_job(job_id, extra_attempts=conflicts)
-    metrics.shared().inc("wallet_optimistic_lock_conflicts_total", job.type, amount=conflicts) \
+    metrics.shared().inc("wallet_optimistic_lock_conflicts_total", amount=conflicts) \
         .inc("wallet_command_retries_total", "conflicts").send()
     raise RetryLater(f"{conflicts} optimistic-lock conflicts", countdown=random.uniform(0.05, 0.5))
 
@@ -129,7 +129,7 @@ def _report(job: ClaimedJob, status: str, code: str | None, seconds: float, conf
     m = metrics.shared().inc("wallet_jobs_completed_total", job.type, status, code or "") \
         .observe("wallet_job_duration_seconds", seconds, job.type)
     if conflicts:
-        m.inc("wallet_optimistic_lock_conflicts_total", job.type, amount=conflicts)
+        m.inc("wallet_optimistic_lock_conflicts_total", amount=conflicts)
     m.send()
 
 
