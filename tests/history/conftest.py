@@ -7,6 +7,7 @@ Tests that stop a part of it restore it before they end.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -132,11 +133,10 @@ def group_assigned(pipeline: Pipeline) -> bool:
     owned = []
     for proc in pipeline.history_workers:
         log = (STATE_DIR / f"{pipeline.log_names[proc.pid]}.log").read_text(errors="replace")
-        lines = [line for line in log.splitlines() if "assigned partitions: [" in line]
-        if not lines:
+        assignments = re.findall(r"assigned partitions: \[([0-9,]*)\]", log)
+        if not assignments:
             return False
-        last = lines[-1].rsplit("[", 1)[1].rstrip("]")
-        owned += [int(p) for p in last.split(",") if p]
+        owned += [int(p) for p in assignments[-1].split(",") if p]
     return sorted(owned) == list(range(PARTITIONS))
 
 
