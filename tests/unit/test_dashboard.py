@@ -1,0 +1,25 @@
+"""The Grafana dashboard only charts series the system exports."""
+import json
+import re
+from pathlib import Path
+
+from app.observability import metrics
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "wallet-dashboard.json"
+EXPORTED = {
+    *(name.removesuffix("_total") + "_total" for name in metrics.SHARED_COUNTERS),
+    *metrics.SHARED_HISTOGRAMS, *metrics.SHARED_GAUGES, *metrics.SHARED_LABELED_GAUGES,
+    "wallet_commands_accepted_total", "wallet_http_requests_total", "wallet_http_request_duration_seconds",
+    "wallet_queue_depth", "wallet_jobs_unfinished", "wallet_outbox_backlog",
+    "wallet_outbox_oldest_unpublished_age_seconds", "wallet_history_dead_letters", "wallet_audit_last_ok",
+}
+
+
+def test_every_panel_queries_an_exported_series():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["panels"]
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for series in re.findall(r"wallet_[a-z_]+", target["expr"]):
+                base = re.sub(r"_(bucket|count|sum)$", "", series)
+                assert base in EXPORTED or series in EXPORTED, (panel["title"], series)
