@@ -6,6 +6,8 @@ from app.config import settings
 _s = settings()
 
 broker_url = _s.redis_url
+# Kombu's Redis transport, fixed so that losing Redis with tasks unacked does not end the worker (see the module).
+broker_transport = "app.adapters.celery_redis:Transport"
 # Job state lives in PostgreSQL (the jobs table), not in a result backend.
 result_backend = None
 task_ignore_result = True
@@ -21,8 +23,6 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_cancel_long_running_tasks_on_connection_loss = True
-# Celery's consumer, fixed so that losing Redis with unacked tasks does not end the worker (see the module).
-worker_consumer = "app.adapters.celery_consumer:Consumer"
 
 task_soft_time_limit = _s.task_soft_time_limit
 task_time_limit = _s.task_time_limit

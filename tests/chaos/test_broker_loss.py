@@ -1,9 +1,9 @@
 """Regression (found by make chaos): a Celery worker survives losing its Redis broker while a task is unacked.
 
 Celery 5.7.0 collects the broken connection and then closes it; kombu's redis
-channel then tries to restore the unacked task through the dropped client and
-raises AttributeError, and the worker's main process exited "Unrecoverable
-error". `app.adapters.celery_consumer.Consumer` (celeryconfig `worker_consumer`)
+channel then tries to restore the unacked task (or, after the reconnect, to ack
+a task of the old connection) through the dropped client and raises
+AttributeError, and the worker's main process exited "Unrecoverable error". `app.adapters.celery_redis.Transport` (celeryconfig `broker_transport`)
 keeps it alive.
 """
 from __future__ import annotations
@@ -72,3 +72,4 @@ def test_a_worker_keeps_running_when_redis_restarts_empty_under_an_unacked_task(
     finally:
         sender.close()
         group.stop_all()
+
