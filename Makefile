@@ -9,6 +9,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.stamp
 DEV_STATE_DIR ?= .dev
 PYTEST_ARGS ?=
+CHAOS_ARGS ?=
 
 # Variables given on the command line (make dev WORKERS=4) reach the processes through the environment.
 ifdef WORKERS
@@ -41,8 +42,10 @@ BENCH_ARGS ?=
 bench: venv
 	$(VPY) -m bench $(BENCH_ARGS)
 
-chaos:
-	@echo "chaos: not yet implemented" >&2; exit 1
+# make chaos [CHAOS_ARGS="--short | --scenarios worker-kill,redis-restart | --seed N"]: fault-injection bank test,
+# own stack in .dev/chaos; prints the table, exits 1 on any violated invariant (docs/reliability.md)
+chaos: venv
+	$(VPY) -m scripts.chaos --markdown $(DEV_STATE_DIR)/chaos-results.md $(CHAOS_ARGS)
 
 clean:
 	@if [ -x $(VPY) ]; then $(VPY) -m scripts.devstack --state-dir $(DEV_STATE_DIR) down || true; fi

