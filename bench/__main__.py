@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from datetime import datetime
@@ -187,11 +188,12 @@ def analyse_profile(pdir: Path, stack: Stack, sampler, sql_before: dict, sql_aft
         def role(proc: str, kind=kind, pid=pid) -> str:
             if not proc:
                 return kind
-            ppid = proc.split()[1].rstrip(":")
+            m = re.match(r"process (\d+)", proc)
+            own = m.group(1) if m else ""
             if kind == "celery":
-                return "celery-main" if ppid == str(pid) else "celery-pool"
+                return "celery-main" if own == str(pid) else "celery-pool"
             if kind == "api":
-                return "gunicorn-master" if ppid == str(pid) else "gunicorn-worker"
+                return "gunicorn-master" if own == str(pid) else "gunicorn-worker"
             return kind
 
         summaries[kind] = summarise(read_collapsed(path), commands, role)
@@ -201,7 +203,7 @@ def analyse_profile(pdir: Path, stack: Stack, sampler, sql_before: dict, sql_aft
     (pdir / "profile.json").write_text(json.dumps(doc, indent=2))
     lines = [f"# Profile of the uniform scenario ({commands} commands, {uni['completed_per_s']} completed/s, "
              f"load {uni['load_avg_end']})", "",
-             "py-spy (100 Hz, --nonblocking) and the SQL counters slow the processes down: the figures of this run "
+             "py-spy (100 Hz, --nonblocking, --gil: only the GIL holder is sampled, so samples ≈ Python CPU) and the SQL counters slow the processes down: the figures of this run "
              "are not the benchmark's; the shares are what matter.", "",
              "## CPU per completed command (psutil, ms)", ""]
     for k, v in sorted(doc["cpu_per_command_ms"].items(), key=lambda kv: -kv[1]):

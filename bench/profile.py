@@ -17,7 +17,9 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-RATE = 100  # samples/s; without --idle py-spy only samples threads that run, so samples ≈ CPU time
+# samples/s. With --gil only the thread holding the GIL is sampled, so samples ≈ CPU time of Python code
+# (py-spy's idle detection alone counts threads blocked on sockets as busy: wall time, not CPU).
+RATE = 100
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -38,7 +40,7 @@ class Profiler:
         if not self.exe:
             raise RuntimeError("py-spy is not installed (pip install -r requirements.txt)")
         for kind, pid in self.targets.items():
-            cmd = [self.exe, "record", "--pid", str(pid), "--rate", str(RATE), "--format", "raw", "--nonblocking",
+            cmd = [self.exe, "record", "--pid", str(pid), "--rate", str(RATE), "--format", "raw", "--nonblocking", "--gil",
                    "--output", str(self.out / f"{kind}.collapsed.txt"), "--duration", str(int(duration) + 600)]
             if kind in ("api", "celery"):
                 cmd.append("--subprocesses")
@@ -77,7 +79,9 @@ def _frames(stack: str) -> list[str]:
 
 
 def _process_of(frames: list[str]) -> str:
-    return frames[0] if frames and frames[0].startswith("process ") else ""
+    """The innermost `process <pid>:"cmd"` frame (--subprocesses nests a child under its parent)."""
+    procs = [f for f in frames if f.startswith("process ")]
+    return procs[-1] if procs else ""
 
 
 def package_of(frame: str) -> str:
