@@ -4,10 +4,13 @@ Worker pool process SIGKILLed three times, relay SIGKILLed, history worker
 SIGKILLed, Redis restarted empty; after each: every accepted job final, none
 applied twice, money conserved per wallet, audit and history compare clean.
 It runs its own stack (embedded services, gunicorn, Celery worker and beat,
-relay, history worker) in .dev/chaos-short, in a subprocess of its own.
+relay, history worker) in a subprocess of its own, in a state folder of its own
+(.dev/chaos-short-<pid>, removed afterwards), so concurrent test runs never share it.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-STATE_DIR = REPO / ".dev" / "chaos-short"
+STATE_DIR = REPO / ".dev" / f"chaos-short-{os.getpid()}"
 
 
 @pytest.mark.slow
@@ -29,3 +32,4 @@ def test_short_chaos_profile_keeps_every_invariant():
     assert proc.returncode == 0, report
     assert "chaos: all invariants held" in proc.stdout, report
     assert elapsed < 180, f"the short profile took {elapsed:.0f}s\n{report}"
+    shutil.rmtree(STATE_DIR, ignore_errors=True)  # only when it passed: a failure's logs/ tell what happened
