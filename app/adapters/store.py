@@ -27,6 +27,9 @@ class ClaimedJob:
     lost_deliveries: int
 
 
+# The claim is bookkeeping, so its commit need not wait for the WAL flush
+# (synchronous_commit off for this transaction only): if PostgreSQL crashed
+# before the flush, the job would just read queued again and be re-enqueued.
 _CLAIM = text("""
     UPDATE jobs
        SET status = 'running',
@@ -34,6 +37,7 @@ _CLAIM = text("""
            -- a delivery that finds the job already running means the last one died
            lost_deliveries = lost_deliveries + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
            updated_at = now()
+      FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
      WHERE id = :id AND status IN ('queued', 'running')
  RETURNING id::text AS id, tenant_id, type, payload, request_id, lost_deliveries
 """)
@@ -241,5 +245,4 @@ class WalletStore:
             INSERT INTO outbox (aggregatetype, aggregateid, type, payload, created_at)
             VALUES ('wallet', :key, :type, CAST(:payload AS jsonb), now())
         """), [{"key": e["wallet_id"], "type": e["event_type"], "payload": json.dumps(e)} for e in events])
-        # Wakes the relay at commit (NOTIFY is transactional), so events need not wait for a poll.
-        self.conn.execute(text("SELECT pg_notify('outbox', '')"))
+        # A statement trigger NOTIFYs the relay (migration 0005): it wakes at commit, not at its next poll.
