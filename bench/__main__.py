@@ -48,6 +48,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--celery-workers", type=int, default=int(os.environ.get("WORKERS", 2)),
                    help="Celery prefork concurrency")
     p.add_argument("--no-beat", action="store_true", help="do not run celery beat (sweeper, audit, expiries)")
+    p.add_argument("--log-level", default="info", help="of every process (default info, as in the Procfile)")
     p.add_argument("--rate-limit", type=int, default=100_000, help="RATE_LIMIT of the API (per key per second)")
     p.add_argument("--profile", action="store_true", help="py-spy + SQL statement counts during uniform")
     p.add_argument("--use-running", metavar="URL", help="drive a running stack's API instead of starting one")
@@ -81,6 +82,7 @@ def main(argv=None) -> int:
         beat=not args.no_beat, rate_limit=args.rate_limit, database_url=args.database_url, redis_url=args.redis_url,
         kafka=args.kafka, use_running=args.use_running, token=args.token,
         count_sql_dir=(out / "profile" / "sqlcount") if args.profile else None, keep_db=args.keep_db,
+        log_level=args.log_level,
     )
     results: dict = {
         "run_id": run_id, "started": datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:],

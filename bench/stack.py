@@ -39,6 +39,7 @@ class StackOptions:
     token: str | None = None
     count_sql_dir: Path | None = None  # count SQL statements per process (sitecustomize)
     keep_db: bool = False
+    log_level: str = "info"  # as the Procfile runs them: per-job log lines cost CPU too
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -101,7 +102,7 @@ class Stack:
             "RATE_LIMIT": str(o.rate_limit), "GUNICORN_WORKERS": str(o.api_workers),
             "GUNICORN_THREADS": str(o.api_threads), "API_PORT": str(port),
             "CELERY_BEAT_SCHEDULE": str(o.state_dir / f"celerybeat-{o.run_id}"),
-            "LOG_LEVEL": "WARNING", "GUNICORN_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": o.log_level.upper(), "GUNICORN_LOG_LEVEL": o.log_level, "PYTHONUNBUFFERED": "1",
             "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),
         })
         paths = [str(REPO)]
@@ -119,9 +120,9 @@ class Stack:
         self._spawn("api", [py, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
                             "app.api:create_app()"])
         self._spawn("celery", [py, "-m", "celery", "-A", "tasks", "worker", "-Q", "commands,maintenance",
-                               "--concurrency", str(o.celery_workers), "-E", "-l", "warning", "-n", self.worker_name])
+                               "--concurrency", str(o.celery_workers), "-E", "-l", o.log_level, "-n", self.worker_name])
         if o.beat:
-            self._spawn("beat", [py, "-m", "celery", "-A", "tasks", "beat", "-l", "warning", "--schedule",
+            self._spawn("beat", [py, "-m", "celery", "-A", "tasks", "beat", "-l", o.log_level, "--schedule",
                                  env["CELERY_BEAT_SCHEDULE"]])
         self._spawn("relay", [py, "-m", "app.relay"])
         self._spawn("history-worker", [py, "-m", "history.worker"])
