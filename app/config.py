@@ -44,6 +44,7 @@ class Settings:
     relay_batch_size: int
     relay_poll_interval_s: float
     relay_backoff_max_s: float
+    relay_debounce_ms: float  # after a NOTIFY, wait this long so commits landing together leave as one batch
     # History consumer. tansu needs short group timeouts (joins take ~3 s instead of ~23 s);
     # 6000/1000 are also valid on Apache Kafka (its group.min.session.timeout.ms is 6000).
     kafka_session_timeout_ms: int
@@ -85,6 +86,7 @@ def settings() -> Settings:
         relay_batch_size=_int("RELAY_BATCH_SIZE", 500),
         relay_poll_interval_s=_float("RELAY_POLL_INTERVAL_S", 1.0),
         relay_backoff_max_s=_float("RELAY_BACKOFF_MAX_S", 10.0),
+        relay_debounce_ms=_float("RELAY_DEBOUNCE_MS", 5.0),
         kafka_session_timeout_ms=_int("KAFKA_SESSION_TIMEOUT_MS", 6000),
         kafka_heartbeat_interval_ms=_int("KAFKA_HEARTBEAT_INTERVAL_MS", 1000),
         history_max_poll_records=_int("HISTORY_MAX_POLL_RECORDS", 500),

@@ -139,7 +139,8 @@ def _lead(conn: psycopg.Connection, stop: _Stop) -> None:
                     continue
             # Sleep until a worker's commit NOTIFYs, or the poll interval passes.
             for _ in conn.notifies(timeout=s.relay_poll_interval_s, stop_after=1):
-                pass
+                # Let the commits landing together form one batch (one fetch, one produce, one mark).
+                time.sleep(s.relay_debounce_ms / 1000)
             for _ in conn.notifies(timeout=0):  # drain: one fetch serves every pending notification
                 pass
     finally:

@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
+
+import redis
+
+from app.config import settings
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +31,28 @@ def enqueue(job_id: str) -> bool:
         return False
 
 
-def depth() -> int:
-    """Tasks waiting in the commands queue (kombu keeps a Redis list named after the queue)."""
-    from tasks import celery_app
+_depth_cache = {"value": 0, "read_at": float("-inf"), "pid": None}
+DEPTH_CACHE_S = 0.25
 
-    with celery_app.connection_for_write() as conn:
-        return conn.default_channel.client.llen(COMMANDS_QUEUE)
+
+def depth() -> int:
+    """Tasks waiting in the commands queue (kombu keeps a Redis list named after the queue).
+
+    Read at most every DEPTH_CACHE_S per process, on the process's own Redis
+    client: a backpressure check must not cost a broker connection per request.
+    """
+    now = time.monotonic()
+    cache = _depth_cache
+    if cache["pid"] != os.getpid() or now - cache["read_at"] > DEPTH_CACHE_S:
+        cache.update(value=_redis().llen(COMMANDS_QUEUE), read_at=now, pid=os.getpid())
+    return cache["value"]
+
+
+_client: dict = {}
+
+
+def _redis() -> redis.Redis:
+    if _client.get("pid") != os.getpid():
+        _client.update(pid=os.getpid(), redis=redis.Redis.from_url(settings().redis_url, socket_connect_timeout=1,
+                                                                  socket_timeout=1))
+    return _client["redis"]

@@ -6,7 +6,7 @@ from flask import Blueprint
 from app.api.commands import accept
 from app.api.context import json_body
 from app.api.problems import validation_failed
-from app.api.resources import amount_in, require_wallet
+from app.api.resources import amount_in, require_wallet, require_wallets
 from app.api.schemas import FundSchema, TransferSchema, WithdrawSchema, load
 from app.domain import commands
 
@@ -37,8 +37,7 @@ def transfer(wallet_id: str):
     to_wallet_id = str(body["to_wallet_id"])
     if to_wallet_id == wallet_id.lower():
         raise validation_failed({"to_wallet_id": ["must be a different wallet than the source"]})
-    wallet = require_wallet(wallet_id)
-    require_wallet(to_wallet_id)
+    wallet, _ = require_wallets(wallet_id, to_wallet_id)
     return accept(commands.TRANSFER, commands.Transfer(
         wallet_id=str(wallet["id"]), to_wallet_id=to_wallet_id, amount=amount_in(wallet["currency"], body["amount"]),
         reference=body["reference"]))

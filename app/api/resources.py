@@ -34,6 +34,16 @@ def require_wallet(wallet_id: str) -> dict:
     return _require("wallet", wallet_id, queries.wallet_row)
 
 
+def require_wallets(*wallet_ids: str) -> list[dict]:
+    """Several of the caller's wallets in one query, in the order asked; 404 for the first missing."""
+    valid = [w for w in wallet_ids if _is_uuid(w)]
+    rows = {str(r["id"]): r for r in queries.wallet_rows(valid, current_tenant())} if valid else {}
+    for wallet_id in wallet_ids:
+        if wallet_id.lower() not in rows:
+            raise ApiError("WALLET_NOT_FOUND", f"wallet {wallet_id} does not exist")
+    return [rows[w.lower()] for w in wallet_ids]
+
+
 def require_hold(hold_id: str) -> dict:
     return _require("hold", hold_id, queries.hold_row)
 

@@ -47,6 +47,15 @@ def wallet_row(wallet_id: str, tenant_id: str | None) -> dict | None:
     return dict(row) if row else None
 
 
+def wallet_rows(wallet_ids: list[str], tenant_id: str | None) -> list[dict]:
+    """The rows of those wallets that exist for this tenant."""
+    with engine().connect() as conn:
+        rows = conn.execute(text(f"SELECT {WALLET_VIEW_COLUMNS} FROM wallets w WHERE w.id = ANY(CAST(:ids AS uuid[]))"
+                                 + _tenant_clause("w", tenant_id)),
+                            {"ids": wallet_ids, "tenant": tenant_id}).mappings().all()
+    return [dict(r) for r in rows]
+
+
 def get_wallet(wallet_id: str, tenant_id: str | None) -> dict | None:
     row = wallet_row(wallet_id, tenant_id)
     return wallet_view(row) if row else None
