@@ -15,9 +15,10 @@ app = celery_app  # the name `celery -A tasks` looks for
 @worker_process_init.connect
 def _fresh_connections_in_child(**_):
     # Never use a connection pool inherited across fork.
-    from app.adapters.db import dispose_engine
+    from app.adapters import db
 
-    dispose_engine()
+    db.dispose_engine()
+    db.configure(pool_pre_ping=False)
 
 
 @worker_process_shutdown.connect

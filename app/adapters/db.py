@@ -9,6 +9,17 @@ from app.config import settings
 
 _engine: Engine | None = None
 _engine_pid: int | None = None
+_options = {"pool_pre_ping": True}
+
+
+def configure(*, pool_pre_ping: bool) -> None:
+    """Engine options for this process, before its engine is made.
+
+    Workers turn the pre-ping off (two round trips per command): a connection
+    found dead raises a transient error, the pool is invalidated and the task
+    is retried. The APIs keep it, so a restart of PostgreSQL costs no request.
+    """
+    _options["pool_pre_ping"] = pool_pre_ping
 
 
 def engine() -> Engine:
@@ -23,7 +34,7 @@ def engine() -> Engine:
             s.database_url,
             pool_size=int(os.environ.get("DB_POOL_SIZE", 10)),
             max_overflow=int(os.environ.get("DB_MAX_OVERFLOW", 10)),
-            pool_pre_ping=True,
+            pool_pre_ping=_options["pool_pre_ping"],
             connect_args={
                 "options": f"-c statement_timeout={s.statement_timeout_ms} -c lock_timeout={s.lock_timeout_ms}",
                 # The pid lets an operator (or a test) find the process behind a backend.

@@ -67,13 +67,13 @@ WALLET_VIEW_COLUMNS = """w.id, w.tenant_id, w.user_id, w.currency, w.balance, w.
 
 _HOLD_COLUMNS = "id::text AS id, wallet_id::text AS wallet_id, amount, captured_amount, status, expires_at, reference"
 
-_FINISH = text("""
+_FINISH = """
     UPDATE jobs
        SET status = :status, result = CAST(:result AS jsonb), error = CAST(:error AS jsonb),
            attempts = attempts + :extra_attempts, updated_at = now(), completed_at = now()
      WHERE id = :id AND status = 'running'
  RETURNING extract(epoch FROM completed_at - created_at) AS seconds
-""")
+"""
 
 
 class WalletStore:
@@ -81,6 +81,7 @@ class WalletStore:
 
     def __init__(self, conn: Connection):
         self.conn = conn
+        self._pending: list[tuple[str, dict]] = []
 
     # jobs -----------------------------------------------------------------
 
@@ -92,11 +93,12 @@ class WalletStore:
     def finish_job(self, job_id: str, *, status: str, result: dict | None = None,
                    error: dict | None = None, extra_attempts: int = 0) -> float | None:
         """Make a running job final; returns seconds since it was accepted, None if another delivery did it."""
-        seconds = self.conn.execute(_FINISH, {
+        sql, params = self._with_pending(_FINISH, {
             "id": job_id, "status": status, "extra_attempts": extra_attempts,
             "result": json.dumps(result) if result is not None else None,
             "error": json.dumps(error) if error is not None else None,
-        }).scalar()
+        })
+        seconds = self.conn.execute(text(sql), params).scalar()
         return None if seconds is None else float(seconds)
 
     def release_job(self, job_id: str, extra_attempts: int = 0) -> None:
@@ -205,18 +207,19 @@ class WalletStore:
             raise ConcurrencyConflict(f"transaction {entry_id} was reversed meanwhile")
 
     def record_entry(self, entry: Entry, *, job: ClaimedJob, now: datetime, hold_id: str | None = None) -> str:
-        """Insert a journal entry and its postings; returns the transaction id."""
+        """Write a journal entry and its postings (with the job's final status); returns the transaction id."""
         entry_id = str(uuid.uuid4())
         wallet_after = entry.wallet_after(entry.wallet_id)
         counterparty_after = entry.wallet_after(entry.counterparty_wallet_id)
-        self.conn.execute(text("""
+        self._defer("""
             INSERT INTO journal_entries (id, job_id, tenant_id, type, currency, amount, wallet_id,
                 counterparty_wallet_id, balance_after, counterparty_balance_after, reference, request_id, created_at,
                 reverses_entry_id, hold_id)
-            VALUES (:id, :job_id, :tenant_id, :type, :currency, :amount, :wallet_id,
-                :counterparty_wallet_id, :balance_after, :counterparty_balance_after, :reference, :request_id, :now,
-                :reverses_entry_id, :hold_id)
-        """), {
+            VALUES (CAST(:id AS uuid), CAST(:job_id AS uuid), :tenant_id, :type, :currency, CAST(:amount AS numeric),
+                CAST(:wallet_id AS uuid), CAST(:counterparty_wallet_id AS uuid), CAST(:balance_after AS numeric),
+                CAST(:counterparty_balance_after AS numeric), :reference, :request_id, CAST(:now AS timestamptz),
+                CAST(:reverses_entry_id AS uuid), CAST(:hold_id AS uuid))
+        """, {
             "reverses_entry_id": entry.reverses_entry_id, "hold_id": hold_id,
             "id": entry_id, "job_id": job.id, "tenant_id": job.tenant_id, "type": entry.type,
             "currency": entry.currency, "amount": entry.amount, "wallet_id": entry.wallet_id,
@@ -225,24 +228,61 @@ class WalletStore:
             "counterparty_balance_after": counterparty_after.balance if counterparty_after else None,
             "reference": entry.reference, "request_id": job.request_id, "now": now,
         })
-        self.conn.execute(text("""
-            INSERT INTO postings (entry_id, job_id, account, wallet_id, currency, amount, balance_after,
-                wallet_version, created_at)
-            VALUES (:entry_id, :job_id, :account, :wallet_id, :currency, :amount, :balance_after,
-                :wallet_version, :now)
-        """), [{
-            "entry_id": entry_id, "job_id": job.id, "account": p.account, "currency": entry.currency,
-            "amount": p.amount, "now": now,
-            "wallet_id": p.wallet_after.id if p.wallet_after else None,
-            "balance_after": p.wallet_after.balance if p.wallet_after else None,
-            "wallet_version": p.wallet_after.version if p.wallet_after else None,
-        } for p in entry.postings])
+        rows, params = [], {"entry_id": entry_id, "job_id": job.id, "currency": entry.currency, "now": now}
+        for i, p in enumerate(entry.postings):
+            rows.append(f"(CAST(:entry_id AS uuid), CAST(:job_id AS uuid), :account{i}, CAST(:wallet{i} AS uuid),"
+                        f" :currency, CAST(:amount{i} AS numeric), CAST(:balance{i} AS numeric),"
+                        f" CAST(:version{i} AS bigint), CAST(:now AS timestamptz))")
+            params.update({
+                f"account{i}": p.account, f"amount{i}": p.amount,
+                f"wallet{i}": p.wallet_after.id if p.wallet_after else None,
+                f"balance{i}": p.wallet_after.balance if p.wallet_after else None,
+                f"version{i}": p.wallet_after.version if p.wallet_after else None,
+            })
+        self._defer("INSERT INTO postings (entry_id, job_id, account, wallet_id, currency, amount, balance_after,"
+                    " wallet_version, created_at) VALUES " + ", ".join(rows), params)
         return entry_id
 
     def add_events(self, events: list[dict]) -> None:
-        """Queue events in the outbox; the relay publishes them after this commits."""
-        self.conn.execute(text("""
-            INSERT INTO outbox (aggregatetype, aggregateid, type, payload, created_at)
-            VALUES ('wallet', :key, :type, CAST(:payload AS jsonb), now())
-        """), [{"key": e["wallet_id"], "type": e["event_type"], "payload": json.dumps(e)} for e in events])
-        # A statement trigger NOTIFYs the relay (migration 0005): it wakes at commit, not at its next poll.
+        """Put events in the outbox (with the job's final status); the relay publishes them after the commit.
+
+        A statement trigger NOTIFYs the relay (migration 0005), so it wakes at commit, not at its next poll.
+        """
+        rows, params = [], {}
+        for i, e in enumerate(events):
+            rows.append(f"('wallet', :key{i}, :type{i}, CAST(:payload{i} AS jsonb), now())")
+            params.update({f"key{i}": e["wallet_id"], f"type{i}": e["event_type"], f"payload{i}": json.dumps(e)})
+        self._defer("INSERT INTO outbox (aggregatetype, aggregateid, type, payload, created_at) VALUES "
+                    + ", ".join(rows), params)
+
+    # one round trip for the writes of a command ------------------------------
+
+    def _defer(self, sql: str, params: dict) -> None:
+        """Keep an INSERT to send with the job's final UPDATE: one statement instead of several.
+
+        Only inserts whose rows nothing in the transaction reads back are deferred
+        (journal, postings, outbox); wallet and hold updates run at once, so the
+        outbox ids are still allocated after the wallet rows are locked.
+        """
+        n = len(self._pending)
+        renamed = {f"d{n}_{k}": v for k, v in params.items()}
+        for key in sorted(params, key=len, reverse=True):
+            sql = sql.replace(f":{key}", f":d{n}_{key}")
+        self._pending.append((sql, renamed))
+
+    def _with_pending(self, statement: str, params: dict) -> tuple[str, dict]:
+        """The statement preceded by the deferred inserts as data-modifying CTEs."""
+        if not self._pending:
+            return statement, params
+        ctes = ",\n".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(self._pending))
+        merged = dict(params)
+        for _, p in self._pending:
+            merged.update(p)
+        self._pending.clear()
+        return f"WITH {ctes}\n{statement}", merged
+
+    def flush(self) -> None:
+        """Send the deferred inserts now (for a change that does not finish a job)."""
+        if self._pending:
+            sql, params = self._with_pending("SELECT 1", {})
+            self.conn.execute(text(sql), params)

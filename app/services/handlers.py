@@ -192,4 +192,5 @@ def expire_hold(store: WalletStore, hold_id: str) -> bool:
     store.save_wallet(wallet_after, now)
     store.save_hold(hold_after, now)
     store.add_events([events.hold_changed(events.HOLD_EXPIRED, hold_after, wallet_after, now, None, None)])
+    store.flush()  # no job to finish: send the outbox row now
     return True
