@@ -89,6 +89,7 @@ def main(argv=None) -> int:
         "machine": {"cpus": os.cpu_count(), "load_avg_before": [round(x, 2) for x in os.getloadavg()],
                     "python": sys.version.split()[0]},
         "config": {k: v for k, v in vars(args).items() if k not in ("token",)},
+        "code": _git_state(),
         "scenarios": {},
     }
     say(f"results in {out}; load average {results['machine']['load_avg_before']} on {os.cpu_count()} CPUs")
@@ -142,6 +143,9 @@ def main(argv=None) -> int:
         if stack.procs:
             results["audit"] = runner.audit()
         results["machine"]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+        if _git_state() != results["code"]:
+            results["code_changed_during_run"] = _git_state()
+            say("warning: the checkout changed during the run (processes started before it keep the old code)")
         if args.compare:
             previous = json.loads(Path(args.compare).read_text())
             results["compared_with"] = args.compare
@@ -161,6 +165,20 @@ def main(argv=None) -> int:
         print(f"\nprofile: {out / 'profile' / 'analysis.md'}")
     print(f"\nresults: {out}")
     return 0
+
+
+def _git_state() -> dict:
+    """The commit measured, and whether the working tree differed from it (figures belong to code)."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        r = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True)
+        return r.stdout.rstrip("\n") if r.returncode == 0 else ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(),
+            # Only code counts: notes and docs edited during a run do not change what was measured.
+            "dirty": sorted(p for p in (line[3:] for line in git("status", "--porcelain", "--untracked-files=no")
+                                        .splitlines()) if not p.endswith((".md", ".txt")))}
 
 
 def say(msg: str) -> None:

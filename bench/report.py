@@ -133,6 +133,12 @@ def table(results: dict) -> str:
                          f"PostgreSQL transactions {pg.get('xact_commit', 0) + pg.get('xact_rollback', 0):.2f}, "
                          f"rows inserted {pg.get('tup_inserted', 0)}, updated {pg.get('tup_updated', 0)}")
     lines.append("")
+    code = results.get("code", {})
+    m = results.get("machine", {})
+    lines.append(f"commit {code.get('commit')}{' (+ uncommitted changes)' if code.get('dirty') else ''}; "
+                 f"{m.get('cpus')} CPUs, load average before {m.get('load_avg_before')} after {m.get('load_avg_after')}"
+                 + ("; THE CHECKOUT CHANGED DURING THE RUN" if results.get("code_changed_during_run") else ""))
+    lines.append("")
     lines.append("Targets (issue 7):")
     for t in results.get("targets", []):
         mark = "PASS" if t["pass"] else "FAIL"
