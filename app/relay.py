@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import random
-import signal
 import sys
 import time
 
@@ -23,6 +22,7 @@ from kafka.errors import KafkaError
 from sqlalchemy.engine import make_url
 
 from app.adapters import kafka as kafka_clients
+from app.adapters.lifecycle import StopFlag
 from app.config import settings
 from app.observability import logs, metrics
 
@@ -36,10 +36,6 @@ _FETCH = """
      WHERE published_at IS NULL ORDER BY id LIMIT %s
 """
 _MARK = "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)"
-
-
-class _Stop:
-    requested = False
 
 
 def libpq_url(database_url: str) -> str:
@@ -100,7 +96,7 @@ class Publisher:
             self._producer = None
 
 
-def _wait_for_leadership(conn: psycopg.Connection, stop: _Stop, poll: float) -> bool:
+def _wait_for_leadership(conn: psycopg.Connection, stop: StopFlag, poll: float) -> bool:
     """Block until this session holds the relay lock (True) or a stop is requested (False)."""
     announced = False
     while not stop.requested:
@@ -114,7 +110,7 @@ def _wait_for_leadership(conn: psycopg.Connection, stop: _Stop, poll: float) -> 
     return False
 
 
-def _lead(conn: psycopg.Connection, stop: _Stop) -> None:
+def _lead(conn: psycopg.Connection, stop: StopFlag) -> None:
     s = settings()
     conn.execute("LISTEN outbox")
     publisher = Publisher(s.kafka_topic)
@@ -127,7 +123,7 @@ def _lead(conn: psycopg.Connection, stop: _Stop) -> None:
                     acked = publisher.publish(rows)
                 except KafkaError as e:
                     log.warning("kafka unavailable (%s); %d rows wait, retry in %.1fs", e, len(rows), backoff)
-                    _sleep(stop, backoff + random.uniform(0, backoff / 2))
+                    stop.sleep(backoff + random.uniform(0, backoff / 2))
                     backoff = min(backoff * 2, s.relay_backoff_max_s)
                     continue
                 conn.execute(_MARK, (acked,))
@@ -147,23 +143,10 @@ def _lead(conn: psycopg.Connection, stop: _Stop) -> None:
         publisher.close()
 
 
-def _sleep(stop: _Stop, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not stop.requested and time.monotonic() < deadline:
-        time.sleep(min(0.1, deadline - time.monotonic()))
-
-
 def run() -> int:
     s = settings()
     logs.configure("relay")
-    stop = _Stop()
-
-    def request_stop(signum, _frame):
-        log.info("%s received: finishing the current batch", signal.Signals(signum).name)
-        stop.requested = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = StopFlag(log).install()
     log.info("relaying outbox to topic %s on %s", s.kafka_topic, s.kafka_bootstrap_servers)
     backoff = 0.5
     while not stop.requested:
@@ -175,7 +158,7 @@ def run() -> int:
                 backoff = 0.5
         except psycopg.Error as e:
             log.warning("database unavailable (%s); retry in %.1fs", e, backoff)
-            _sleep(stop, backoff)
+            stop.sleep(backoff)
             backoff = min(backoff * 2, s.relay_backoff_max_s)
     log.info("stopped")
     return 0

@@ -7,16 +7,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import UUID
 
+from app.adapters.tables import NAMING_CONVENTION
+
 MONEY = Numeric(38, 3)
 
-# The same naming convention as app/adapters/tables.py, so `alembic check` names match.
-metadata = MetaData(naming_convention={
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-})
+# The same naming convention as the write side's tables, so `alembic check` names match.
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 history_events = Table(
     "history_events", metadata,

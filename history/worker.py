@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import random
-import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -25,6 +24,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from app.adapters import kafka as kafka_clients
 from app.adapters.db import dispose_engine, engine
+from app.adapters.lifecycle import StopFlag
 from app.config import settings
 from app.observability import logs, metrics
 from history import store
@@ -34,10 +34,6 @@ log = logging.getLogger("history.worker")
 
 # Fault injection for the test suite only: exit right after the first DB commit, before the offset commit.
 _EXIT_AFTER_DB_COMMIT = os.environ.get("HISTORY_WORKER_EXIT_AFTER_DB_COMMIT") == "1"
-
-
-class _Stop:
-    requested = False
 
 
 class _AssignmentLog(ConsumerRebalanceListener):
@@ -127,14 +123,7 @@ def _report_consumer_lag(consumer, batch) -> None:
 def run() -> int:
     s = settings()
     logs.configure("history-worker")
-    stop = _Stop()
-
-    def request_stop(signum, _frame):
-        log.info("%s received: finishing the current batch", signal.Signals(signum).name)
-        stop.requested = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = StopFlag(log).install()
 
     consumer = None
     backoff = 0.5

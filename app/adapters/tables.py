@@ -13,13 +13,15 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 MONEY = Numeric(38, 3)
 
-metadata = MetaData(naming_convention={
+NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
-})
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 NOW = text("now()")
 
