@@ -49,9 +49,11 @@ task_routes = {
     "wallet.maintenance.*": {"queue": "maintenance"},
 }
 
-# Events for Flower.
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events feed Flower, and cost the worker's main process a Redis PUBLISH
+# per task state (about a third of its CPU). Off by default: Flower switches
+# them on in the workers while it runs (its --enable_events, on by default).
+worker_send_task_events = False
+task_send_sent_event = False
 
 # A warm shutdown waits for running tasks; a soft shutdown gives them this long.
 worker_soft_shutdown_timeout = 10.0

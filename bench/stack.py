@@ -120,7 +120,7 @@ class Stack:
         self._spawn("api", [py, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
                             "app.api:create_app()"])
         self._spawn("celery", [py, "-m", "celery", "-A", "tasks", "worker", "-Q", "commands,maintenance",
-                               "--concurrency", str(o.celery_workers), "-E", "-l", o.log_level, "-n", self.worker_name])
+                               "--concurrency", str(o.celery_workers), "-l", o.log_level, "-n", self.worker_name])
         if o.beat:
             self._spawn("beat", [py, "-m", "celery", "-A", "tasks", "beat", "-l", o.log_level, "--schedule",
                                  env["CELERY_BEAT_SCHEDULE"]])
