@@ -42,7 +42,8 @@ REQUEST_ID_HEADER = {"name": "X-Request-ID", "in": "header", "required": False,
 ERROR_DESCRIPTIONS = {
     400: "Malformed JSON", 401: "Missing or unknown API key", 403: "The key lacks the scope",
     404: "Not found (or another tenant's)", 405: "Method not allowed", 413: "Body too large",
-    422: "Validation failed", 429: "Rate limit (see Retry-After)", 503: "Command queue full (see Retry-After)",
+    422: "Validation failed", 429: "Rate limit (see Retry-After)",
+    503: "Unavailable: the command queue is full or the database is restarting (see Retry-After)",
 }
 
 
@@ -91,15 +92,13 @@ def _operation(rule, method: str, op: Operation) -> dict:
         doc["requestBody"] = {"required": method != "put" and bool(op.body._declared_fields) and any(
             f.required for f in op.body._declared_fields.values()),
             "content": {"application/json": {"schema": op.body}}}
-    codes = [] if op.public else [401, 403, 429]
+    codes = [] if op.public else [401, 403, 429, 503]
     if "<" in rule.rule:
         codes.append(404)
     if op.body is not None or op.query is not None or op.command:
         codes.append(422)
     if op.body is not None:
         codes += [400, 413]
-    if op.command:
-        codes.append(503)
     for code in sorted(set(codes)):
         doc["responses"][str(code)] = _problem(ERROR_DESCRIPTIONS[code])
     if op.public:

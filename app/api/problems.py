@@ -5,6 +5,7 @@ import logging
 
 from flask import Flask, Response, json
 from marshmallow import ValidationError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app.domain.errors import WalletError
@@ -80,6 +81,13 @@ def register(app: Flask) -> None:
         detail = {"RATE_LIMIT": "too many requests for this API key; retry after the Retry-After seconds"}.get(
             code, e.description or code)
         return problem(code, detail, headers={"Retry-After": "1"} if code == "RATE_LIMIT" else None)
+
+    @app.errorhandler(OperationalError)
+    def _database_unavailable(e: OperationalError):
+        # PostgreSQL away or restarting: nothing was accepted; the client retries (same Idempotency-Key).
+        log.warning("database unavailable: %s", str(e).splitlines()[0])
+        return problem("SERVICE_UNAVAILABLE", "the database is unavailable; retry shortly",
+                       headers={"Retry-After": "1"})
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):

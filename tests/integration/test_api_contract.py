@@ -223,3 +223,17 @@ def test_health_and_ready(client):
     assert client.get("/health").get_json() == {"status": "ok"}
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.get_json()["checks"]["postgres"] == "ok"
+
+
+def test_a_database_outage_answers_503_with_retry_after_not_500(client, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from app.services import queries
+
+    def database_down(*_args, **_kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(queries, "wallet_row", database_down)
+    r = client.get(f"/wallets/{uuid.uuid4()}")
+    body = assert_problem(r, 503, "SERVICE_UNAVAILABLE")
+    assert r.headers["Retry-After"] == "1" and "SELECT" not in body["detail"]
