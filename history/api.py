@@ -5,8 +5,8 @@ from datetime import datetime
 
 from flask import Blueprint, Flask, jsonify, request
 
-from app.api import auth, context, openapi, problems
-from app.observability import flask_metrics, logs
+from app.api import context
+from app.api.base import build_app
 from app.api.problems import validation_failed
 from app.services.queries import InvalidCursor
 from history import operations, queries
@@ -75,17 +75,5 @@ def health():
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__, static_folder=None)
-    app.config.update(JSON_SORT_KEYS=False)
-    if test_config:
-        app.config.update(test_config)
-    if not app.config.get("TESTING"):
-        logs.configure("history-api")
-    app.json.sort_keys = False
-    context.register(app)
-    problems.register(app)
-    flask_metrics.register(app)
-    auth.register(app)
-    app.register_blueprint(bp)
-    openapi.register(app, operations.TITLE, operations.DESCRIPTION, operations.OPERATIONS)
-    return app
+    return build_app(__name__, "history-api", [bp], title=operations.TITLE, description=operations.DESCRIPTION,
+                     operations=operations.OPERATIONS, test_config=test_config)
