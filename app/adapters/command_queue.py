@@ -5,9 +5,7 @@ import logging
 import os
 import time
 
-import redis
-
-from app.config import settings
+from app.adapters import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +42,6 @@ def depth() -> int:
     now = time.monotonic()
     cache = _depth_cache
     if cache["pid"] != os.getpid() or now - cache["read_at"] > DEPTH_CACHE_S:
-        cache.update(value=_redis().llen(COMMANDS_QUEUE), read_at=now, pid=os.getpid())
+        cache.update(value=redis_client.client().llen(COMMANDS_QUEUE), read_at=now, pid=os.getpid())
     return cache["value"]
 
-
-_client: dict = {}
-
-
-def _redis() -> redis.Redis:
-    if _client.get("pid") != os.getpid():
-        _client.update(pid=os.getpid(), redis=redis.Redis.from_url(settings().redis_url, socket_connect_timeout=1,
-                                                                  socket_timeout=1))
-    return _client["redis"]

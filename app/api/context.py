@@ -37,13 +37,13 @@ def owner_tenant() -> str:
 
 def json_body() -> object:
     """The parsed JSON body; an empty body reads as {}. Malformed JSON is a 400."""
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError("MALFORMED_JSON", "the request body is not valid JSON") from e
+    if "json_body" not in g:  # parsed once per request: schema load and idempotency fingerprint
+        raw = request.get_data(cache=True)
+        try:
+            g.json_body = json.loads(raw) if raw.strip() else {}
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ApiError("MALFORMED_JSON", "the request body is not valid JSON") from e
+    return g.json_body
 
 
 def register(app: Flask) -> None:

@@ -12,6 +12,7 @@ from app.api.resources import amount_in, require_hold, require_wallet
 from app.api.schemas import CaptureHoldSchema, EmptySchema, PlaceHoldSchema, load
 from app.domain import commands
 from app.services import queries
+from app.services.views import hold_view
 
 bp = Blueprint("holds", __name__)
 
@@ -28,7 +29,7 @@ def place_hold(wallet_id: str):
 @bp.get("/holds/<hold_id>")
 def get_hold(hold_id: str):
     row = require_hold(hold_id)
-    return jsonify(queries.hold_view(row, row["read_at"]))
+    return jsonify(hold_view(row, row["read_at"]))
 
 
 @bp.post("/holds/<hold_id>/capture")

@@ -11,13 +11,14 @@ from app.api.schemas import ReverseSchema, load
 from app.domain import commands
 from app.domain.ledger import REVERSIBLE_TYPES
 from app.services import queries
+from app.services.views import transaction_view
 
 bp = Blueprint("transactions", __name__)
 
 
 @bp.get("/transactions/<transaction_id>")
 def get_transaction(transaction_id: str):
-    return jsonify(queries.transaction_view(require_transaction(transaction_id)))
+    return jsonify(transaction_view(require_transaction(transaction_id)))
 
 
 @bp.post("/transactions/<transaction_id>/reverse")

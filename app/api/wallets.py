@@ -15,6 +15,7 @@ from app.api.schemas import (
 )
 from app.domain import commands
 from app.services import queries
+from app.services.views import wallet_view
 
 bp = Blueprint("wallets", __name__)
 
@@ -28,7 +29,7 @@ def create_wallet():
 
 @bp.get("/wallets/<wallet_id>")
 def get_wallet(wallet_id: str):
-    return jsonify(queries.wallet_view(require_wallet(wallet_id)))
+    return jsonify(wallet_view(require_wallet(wallet_id)))
 
 
 @bp.get("/users/<user_id>/wallets")

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app.config import settings
+from app.adapters import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,6 @@ HTTP_LATENCY = Histogram("wallet_http_request_duration_seconds", "HTTP request l
                          ("route", "method"), buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30))
 COMMANDS_ACCEPTED = Counter("wallet_commands_accepted_total", "Commands accepted (jobs created) by type", ("type",))
 
-_redis: redis.Redis | None = None
-_redis_pid: int | None = None
-
-
-def _client() -> redis.Redis:
-    global _redis, _redis_pid
-    if _redis is None or _redis_pid != os.getpid():
-        _redis = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=1, socket_timeout=1)
-        _redis_pid = os.getpid()
-    return _redis
-
-
 def _field(labels: tuple[str, ...]) -> str:
     return _LABEL_SEP.join(labels)
 
@@ -79,7 +67,7 @@ class SharedMetrics:
     """Batches counter increments and histogram observations into one Redis pipeline."""
 
     def __init__(self):
-        self._pipe = _client().pipeline(transaction=False)
+        self._pipe = redis_client.client().pipeline(transaction=False)
         self._empty = True
 
     def inc(self, name: str, *labels: str, amount: float = 1) -> "SharedMetrics":
@@ -127,7 +115,7 @@ class SharedMetricsCollector:
 
     def collect(self):
         try:
-            pipe = _client().pipeline(transaction=False)
+            pipe = redis_client.client().pipeline(transaction=False)
             names = [*SHARED_COUNTERS, *SHARED_HISTOGRAMS, *SHARED_GAUGES, *SHARED_LABELED_GAUGES]
             for name in names:
                 pipe.hgetall(PREFIX + name)
@@ -202,7 +190,7 @@ class SystemGaugesCollector:
         from app.adapters.db import engine
 
         try:
-            pipe = _client().pipeline(transaction=False)
+            pipe = redis_client.client().pipeline(transaction=False)
             for queue in ("commands", "maintenance"):
                 pipe.llen(queue)
             depths = pipe.execute()

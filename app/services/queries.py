@@ -9,7 +9,7 @@ from sqlalchemy import text
 from app.adapters.db import engine
 from app.adapters.store import WALLET_VIEW_COLUMNS
 from app.domain.money import format_amount
-from app.services.views import hold_view, job_view, timestamp, transaction_view, wallet_view  # noqa: F401
+from app.services.views import hold_view, job_view, timestamp, transaction_view, wallet_view
 
 JOB_COLUMNS = ("j.id, j.tenant_id, j.type, j.status, j.attempts, j.result, j.error, j.request_id, "
                "j.created_at, j.updated_at, j.completed_at")

@@ -7,6 +7,7 @@ import threading
 import redis
 from sqlalchemy import text
 
+from app.adapters import redis_client
 from app.adapters.db import engine
 from app.config import settings
 
@@ -23,7 +24,7 @@ def check_dependencies() -> dict[str, bool]:
 
 def worker_heartbeat(hostname: str, stop: threading.Event) -> None:
     """Refresh this worker's key until stopped (runs in the worker's main process)."""
-    client = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=1, socket_timeout=1)
+    client = redis_client.client()
     while not stop.is_set():
         try:
             client.set(HEARTBEAT_PREFIX + hostname, "1", ex=HEARTBEAT_TTL_S)
@@ -38,8 +39,7 @@ def worker_heartbeat(hostname: str, stop: threading.Event) -> None:
 
 def live_workers() -> int:
     try:
-        client = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=1, socket_timeout=1)
-        return sum(1 for _ in client.scan_iter(HEARTBEAT_PREFIX + "*", count=100))
+        return sum(1 for _ in redis_client.client().scan_iter(HEARTBEAT_PREFIX + "*", count=100))
     except redis.RedisError:
         return 0
 
@@ -67,7 +67,6 @@ def _postgres() -> bool:
 
 def _redis() -> bool:
     try:
-        client = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=1, socket_timeout=1)
-        return bool(client.ping())
+        return bool(redis_client.client().ping())
     except Exception:  # noqa: BLE001
         return False
