@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 
+import redis
 from sqlalchemy import text
 
+from app.adapters import redis_client
 from app.adapters.db import engine
+
+log = logging.getLogger(__name__)
 
 SCOPES = ("read", "write", "admin")
 
@@ -36,13 +43,55 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# Every change to the keys (create, re-scope, revoke) writes a fresh random value
+# here after its commit. API processes cache live keys only while the value they
+# saw is unchanged, so a revocation takes effect on the next request everywhere,
+# and the cache saves a PostgreSQL round trip (a pool checkout) per request.
+KEYS_EPOCH = "wallet:api-keys:epoch"
+CACHE_TTL_S = 30.0  # bound on staleness if a key is changed behind the CLI's back (plain SQL)
+CACHE_MAX = 10_000
+
+_cache: dict = {"pid": None, "epoch": None, "keys": {}}
+
+
 def authenticate(token: str) -> ApiKey | None:
     """The live key for a token, or None (unknown or revoked)."""
+    digest = token_hash(token)
+    keys = _cached_keys()
+    if keys is not None:
+        hit = keys.get(digest)
+        if hit is not None and time.monotonic() - hit[1] < CACHE_TTL_S:
+            return hit[0]
     with engine().connect() as conn:
         row = conn.execute(text(
             "SELECT id::text, tenant_id, scopes FROM api_keys WHERE token_hash = :h AND revoked_at IS NULL"),
-            {"h": token_hash(token)}).first()
-    return ApiKey(row.id, row.tenant_id, frozenset(row.scopes)) if row else None
+            {"h": digest}).first()
+    key = ApiKey(row.id, row.tenant_id, frozenset(row.scopes)) if row else None
+    if key is not None and keys is not None:
+        if len(keys) >= CACHE_MAX:
+            keys.clear()
+        keys[digest] = (key, time.monotonic())
+    return key
+
+
+def _cached_keys() -> dict | None:
+    """This process's cache of live keys, emptied when the epoch moved; None (no caching) if Redis is away."""
+    try:
+        epoch = redis_client.client().get(KEYS_EPOCH)
+    except redis.RedisError:
+        return None
+    if _cache["pid"] != os.getpid() or _cache["epoch"] != epoch:
+        _cache.update(pid=os.getpid(), epoch=epoch, keys={})
+    return _cache["keys"]
+
+
+def _keys_changed() -> None:
+    """Invalidate every API process's key cache (after the change committed)."""
+    try:
+        redis_client.client().set(KEYS_EPOCH, uuid.uuid4().hex)
+    except redis.RedisError:
+        log.warning("could not reach Redis: API processes may accept the old key state for up to %.0f s",
+                    CACHE_TTL_S)
 
 
 def _validate(tenant_id: str, scopes: list[str]) -> None:
@@ -57,13 +106,15 @@ def store_key(token: str, tenant_id: str, scopes: list[str], name: str | None = 
     """Store (or update the tenant and scopes of) a key; a revoked key stays revoked. Returns its id."""
     _validate(tenant_id, scopes)
     with engine().begin() as conn:
-        return conn.execute(text("""
+        key_id = conn.execute(text("""
             INSERT INTO api_keys (id, token_hash, prefix, tenant_id, scopes, name)
             VALUES (:id, :h, :prefix, :tenant, :scopes, :name)
             ON CONFLICT (token_hash) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, scopes = EXCLUDED.scopes
             RETURNING id::text
         """), {"id": str(uuid.uuid4()), "h": token_hash(token), "prefix": token[:8], "tenant": tenant_id,
                "scopes": sorted(set(scopes)), "name": name}).scalar()
+    _keys_changed()
+    return key_id
 
 
 def create_key(tenant_id: str, scopes: list[str], name: str | None = None) -> tuple[str, str]:
@@ -75,10 +126,12 @@ def create_key(tenant_id: str, scopes: list[str], name: str | None = None) -> tu
 def revoke_key(key_id_or_prefix: str) -> int:
     """Revoke by id or token prefix; returns how many keys were revoked."""
     with engine().begin() as conn:
-        return conn.execute(text("""
+        revoked = conn.execute(text("""
             UPDATE api_keys SET revoked_at = now()
              WHERE revoked_at IS NULL AND (id::text = :k OR prefix = :k)
         """), {"k": key_id_or_prefix}).rowcount
+    _keys_changed()
+    return revoked
 
 
 def list_keys() -> list[dict]:
