@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify
 from app.api.commands import accept
 from app.api.context import json_body
 from app.api.problems import validation_failed
-from app.api.resources import amount_in, require_hold, require_wallet
+from app.api.resources import amount_in, command_wallets, require_hold
 from app.api.schemas import CaptureHoldSchema, EmptySchema, PlaceHoldSchema, load
 from app.domain import commands
 from app.services import queries
@@ -20,7 +20,7 @@ bp = Blueprint("holds", __name__)
 @bp.post("/wallets/<wallet_id>/holds")
 def place_hold(wallet_id: str):
     body = load(PlaceHoldSchema(), json_body())
-    wallet = require_wallet(wallet_id)
+    wallet, = command_wallets(wallet_id)
     return accept(commands.PLACE_HOLD, commands.PlaceHold(
         hold_id=str(uuid.uuid4()), wallet_id=str(wallet["id"]), amount=amount_in(wallet["currency"], body["amount"]),
         expires_in_seconds=body["expires_in_seconds"], reference=body["reference"]))
@@ -44,7 +44,7 @@ def capture_hold(hold_id: str):
         to_wallet_id = str(body["to_wallet_id"])
         if to_wallet_id == str(hold["wallet_id"]):
             raise validation_failed({"to_wallet_id": ["must be a different wallet than the hold's"]})
-        require_wallet(to_wallet_id)
+        command_wallets(to_wallet_id)
     return accept(commands.CAPTURE_HOLD, commands.CaptureHold(hold_id=str(hold["id"]), amount=amount,
                                                               to_wallet_id=to_wallet_id))
 

@@ -6,7 +6,7 @@ from flask import Blueprint
 from app.api.commands import accept
 from app.api.context import json_body
 from app.api.problems import validation_failed
-from app.api.resources import amount_in, require_wallet, require_wallets
+from app.api.resources import amount_in, command_wallets
 from app.api.schemas import FundSchema, TransferSchema, WithdrawSchema, load
 from app.domain import commands
 
@@ -16,7 +16,7 @@ bp = Blueprint("movements", __name__)
 @bp.post("/wallets/<wallet_id>/fund")
 def fund(wallet_id: str):
     body = load(FundSchema(), json_body())
-    wallet = require_wallet(wallet_id)
+    wallet, = command_wallets(wallet_id)
     return accept(commands.FUND, commands.Fund(
         wallet_id=str(wallet["id"]), amount=amount_in(wallet["currency"], body["amount"]),
         reference=body["reference"]))
@@ -25,7 +25,7 @@ def fund(wallet_id: str):
 @bp.post("/wallets/<wallet_id>/withdraw")
 def withdraw(wallet_id: str):
     body = load(WithdrawSchema(), json_body())
-    wallet = require_wallet(wallet_id)
+    wallet, = command_wallets(wallet_id)
     return accept(commands.WITHDRAW, commands.Withdraw(
         wallet_id=str(wallet["id"]), amount=amount_in(wallet["currency"], body["amount"]),
         reference=body["reference"]))
@@ -37,7 +37,7 @@ def transfer(wallet_id: str):
     to_wallet_id = str(body["to_wallet_id"])
     if to_wallet_id == wallet_id.lower():
         raise validation_failed({"to_wallet_id": ["must be a different wallet than the source"]})
-    wallet, _ = require_wallets(wallet_id, to_wallet_id)
+    wallet, _ = command_wallets(wallet_id, to_wallet_id)
     return accept(commands.TRANSFER, commands.Transfer(
         wallet_id=str(wallet["id"]), to_wallet_id=to_wallet_id, amount=amount_in(wallet["currency"], body["amount"]),
         reference=body["reference"]))

@@ -34,14 +34,18 @@ def require_wallet(wallet_id: str) -> dict:
     return _require("wallet", wallet_id, queries.wallet_row)
 
 
-def require_wallets(*wallet_ids: str) -> list[dict]:
-    """Several of the caller's wallets in one query, in the order asked; 404 for the first missing."""
-    valid = [w for w in wallet_ids if _is_uuid(w)]
-    rows = {str(r["id"]): r for r in queries.wallet_rows(valid, current_tenant())} if valid else {}
+def command_wallets(*wallet_ids: str) -> list[dict]:
+    """What a command needs of the caller's wallets (id, currency), in the order asked; 404 for the first missing.
+
+    Served from a per-process cache of facts that never change; the worker checks
+    everything that can change (status, balance, limits) when it runs the command.
+    """
+    valid = [str(uuid.UUID(w)) for w in wallet_ids if _is_uuid(w)]
+    facts = queries.wallet_facts(valid, current_tenant()) if valid else {}
     for wallet_id in wallet_ids:
-        if wallet_id.lower() not in rows:
+        if not _is_uuid(wallet_id) or str(uuid.UUID(wallet_id)) not in facts:
             raise ApiError("WALLET_NOT_FOUND", f"wallet {wallet_id} does not exist")
-    return [rows[w.lower()] for w in wallet_ids]
+    return [facts[str(uuid.UUID(w))] for w in wallet_ids]
 
 
 def require_hold(hold_id: str) -> dict:
