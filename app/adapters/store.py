@@ -6,12 +6,13 @@ so balances, journal rows, outbox rows and the job's status commit together.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, CursorResult
+
+from app.adapters.db import run_sql
 
 from app.domain.errors import ConcurrencyConflict
 from app.domain.holds import Hold
@@ -77,20 +78,6 @@ _FINISH = """
 """
 
 
-_NAMED_PARAM = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")  # :name, not ::type casts (SQLAlchemy's own rule)
-_DRIVER_SQL: dict[str, str] = {}
-
-
-def _driver_sql(sql: str) -> str:
-    """`:name` parameters as psycopg's `%(name)s`, converted once per statement text."""
-    converted = _DRIVER_SQL.get(sql)
-    if converted is None:
-        if len(_DRIVER_SQL) > 1000:  # dynamic statements (batched VALUES) vary; keep the cache bounded
-            _DRIVER_SQL.clear()
-        converted = _DRIVER_SQL[sql] = _NAMED_PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
-    return converted
-
-
 class WalletStore:
     """SQL of the command path, bound to one connection inside a transaction."""
 
@@ -99,10 +86,7 @@ class WalletStore:
         self._pending: list[tuple[str, dict]] = []
 
     def _run(self, sql: str, params: dict) -> CursorResult:
-        """Execute on the connection as driver SQL: the statements are plain SQL, so SQLAlchemy's text()
-        parsing and compilation (a third of the executor's CPU) are skipped; its error wrapping and
-        pool invalidation on a lost connection still apply."""
-        return self.conn.exec_driver_sql(_driver_sql(sql), params)
+        return run_sql(self.conn, sql, params)
 
     # jobs -----------------------------------------------------------------
 

@@ -7,11 +7,10 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from app.adapters import command_queue
-from app.adapters.db import engine
+from app.adapters.db import engine, run_sql
 from app.domain.commands import to_payload
 from app.domain.errors import IdempotencyKeyReused
 from app.observability import metrics
@@ -56,26 +55,26 @@ def submit(command_type: str, command, *, tenant_id: str, request_id: str,
 def record_job(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint) -> Accepted:
     with engine().begin() as conn:
         if idempotency_key is not None:
-            existing = conn.execute(text(f"""
+            existing = run_sql(conn, f"""
                 SELECT k.fingerprint, {JOB_COLUMNS} FROM idempotency_keys k JOIN jobs j ON j.id = k.job_id
                  WHERE k.tenant_id = :tenant AND k.key = :key
-            """), {"tenant": tenant_id, "key": idempotency_key}).mappings().first()
+            """, {"tenant": tenant_id, "key": idempotency_key}).mappings().first()
             if existing is not None:
                 if existing["fingerprint"] != request_fingerprint:
                     raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
                 return Accepted(job=dict(existing), replayed=True)
-        job = conn.execute(text(f"""
+        job = run_sql(conn, f"""
             INSERT INTO jobs AS j (id, tenant_id, type, status, payload, request_id)
             VALUES (:id, :tenant, :type, 'queued', CAST(:payload AS jsonb), :request_id)
             RETURNING {JOB_COLUMNS}
-        """), {
+        """, {
             "id": str(uuid.uuid4()), "tenant": tenant_id, "type": command_type,
             "payload": json.dumps(to_payload(command)), "request_id": request_id,
         }).mappings().one()
         if idempotency_key is not None:
-            conn.execute(text("""
+            run_sql(conn, """
                 INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id)
                 VALUES (:tenant, :key, :fingerprint, :job_id)
-            """), {"tenant": tenant_id, "key": idempotency_key, "fingerprint": request_fingerprint,
+            """, {"tenant": tenant_id, "key": idempotency_key, "fingerprint": request_fingerprint,
                    "job_id": job["id"]})
     return Accepted(job=dict(job), replayed=False)
