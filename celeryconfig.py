@@ -46,6 +46,7 @@ task_default_exchange = "commands"
 task_default_routing_key = "commands"
 task_routes = {
     "wallet.execute_command": {"queue": "commands"},
+    "wallet.execute_commands": {"queue": "commands"},
     "wallet.maintenance.*": {"queue": "maintenance"},
 }
 

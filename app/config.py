@@ -31,6 +31,11 @@ class Settings:
     conflict_backoff_cap_ms: float
     # A command whose worker died this many times is failed ATTEMPTS_EXHAUSTED.
     max_lost_deliveries: int
+    # A batch task claims this many queued jobs at a time, and stops claiming
+    # after this many jobs or seconds (then wakes another if more wait).
+    claim_batch_size: int
+    batch_task_max_jobs: int
+    batch_task_max_seconds: float
     task_soft_time_limit: int
     task_time_limit: int
     # The sweeper re-enqueues jobs queued or running longer than these.
@@ -75,6 +80,9 @@ def settings() -> Settings:
         conflict_backoff_base_ms=_float("CONFLICT_BACKOFF_BASE_MS", 1.0),
         conflict_backoff_cap_ms=_float("CONFLICT_BACKOFF_CAP_MS", 50.0),
         max_lost_deliveries=_int("MAX_LOST_DELIVERIES", 3),
+        claim_batch_size=_int("CLAIM_BATCH_SIZE", 10),
+        batch_task_max_jobs=_int("BATCH_TASK_MAX_JOBS", 200),
+        batch_task_max_seconds=_float("BATCH_TASK_MAX_SECONDS", 2.0),
         task_soft_time_limit=_int("TASK_SOFT_TIME_LIMIT", 30),
         task_time_limit=hard_limit,
         requeue_queued_after_s=_int("REQUEUE_QUEUED_AFTER_S", 30),

@@ -1,9 +1,11 @@
-"""The command task: a thin wrapper over the executor."""
+"""The command tasks: thin wrappers over the executor."""
 from __future__ import annotations
 
 from celery import shared_task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from app.adapters import command_queue
+from app.config import settings
 from app.services import executor
 
 # Faults of infrastructure: retried with backoff, never failing the job.
@@ -31,3 +33,18 @@ def execute_command(self, job_id: str) -> str:
             raise
         executor.release(job_id)
         raise self.retry(exc=exc, countdown=0.5 * 2 ** self.request.retries)
+
+
+@shared_task(name="wallet.execute_commands", bind=True, acks_late=True, reject_on_worker_lost=True,
+             max_retries=None, ignore_result=True)
+def execute_commands(self) -> int:
+    """Run the queued jobs in batches (woken by the API; one message serves many jobs)."""
+    s = settings()
+    try:
+        outcome = executor.execute_queued_jobs(self.request.id, batch_size=s.claim_batch_size,
+                                               budget=s.batch_task_max_jobs, budget_s=s.batch_task_max_seconds)
+    except TRANSIENT as exc:  # what it claimed and did not finish is handed off by the next delivery
+        raise self.retry(exc=exc, countdown=min(30.0, 0.5 * 2 ** self.request.retries))
+    if outcome.more:
+        command_queue.wake()
+    return outcome.ran

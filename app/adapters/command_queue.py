@@ -1,47 +1,74 @@
-"""Sends jobs to the Celery workers through the Redis broker."""
+"""Sends work to the Celery workers through the Redis broker.
+
+Two tasks execute commands. `wallet.execute_commands` (a batch task) claims
+whatever jobs are queued in PostgreSQL and runs them; the API wakes one after
+each accepted command, at most one pending at a time (a Redis flag), so under
+load one Celery message serves many jobs. `wallet.execute_command` runs one
+given job (task id = job id): the sweeper, retries after conflicts or errors,
+and jobs whose batch delivery died use it.
+"""
 from __future__ import annotations
 
 import logging
-import os
-import time
+
+import redis
 
 from app.adapters import redis_client
 
 log = logging.getLogger(__name__)
 
 EXECUTE_COMMAND = "wallet.execute_command"
+EXECUTE_COMMANDS = "wallet.execute_commands"
 COMMANDS_QUEUE = "commands"
 
+# Set while a batch task is published and has not started claiming. Its TTL
+# bounds how long a lost batch task can leave jobs waiting (then the next
+# command, or the sweeper, wakes another).
+WAKE_FLAG = "wallet:commands:wake"
+WAKE_FLAG_TTL_MS = 2000
 
-def enqueue(job_id: str) -> bool:
-    """Publish the job's task (task id = job id). False when the broker is unreachable.
+
+def _send(name: str, **options) -> bool:
+    from tasks import celery_app  # the composition root of the workers
+
+    try:
+        celery_app.send_task(name, queue=COMMANDS_QUEUE, **options)
+        return True
+    except Exception:  # noqa: BLE001 - any broker failure; the sweeper recovers the job
+        log.warning("could not publish %s; the sweeper will re-enqueue what waits", name, exc_info=True)
+        return False
+
+
+def enqueue(job_id: str, countdown: float | None = None) -> bool:
+    """Publish the job's own task (task id = job id). False when the broker is unreachable.
 
     The job row is already committed, so a failed publish loses nothing: the
     sweeper re-enqueues jobs left queued.
     """
-    from tasks import celery_app  # the composition root of the workers
-
-    try:
-        celery_app.send_task(EXECUTE_COMMAND, args=[job_id], task_id=job_id, queue=COMMANDS_QUEUE)
-        return True
-    except Exception:  # noqa: BLE001 - any broker failure; the sweeper recovers the job
-        log.warning("could not enqueue job %s; the sweeper will re-enqueue it", job_id, exc_info=True)
-        return False
+    return _send(EXECUTE_COMMAND, args=[job_id], task_id=job_id, countdown=countdown)
 
 
-_depth_cache = {"value": 0, "read_at": float("-inf"), "pid": None}
-DEPTH_CACHE_S = 0.25
+def wake() -> bool:
+    """Make sure a batch task will look at the queued jobs after this moment.
 
-
-def depth() -> int:
-    """Tasks waiting in the commands queue (kombu keeps a Redis list named after the queue).
-
-    Read at most every DEPTH_CACHE_S per process, on the process's own Redis
-    client: a backpressure check must not cost a broker connection per request.
+    Call it after the job committed. If a batch task is already published and
+    has not yet cleared the flag, its first claim will see the job; otherwise
+    this publishes one. False when neither Redis nor the broker answered.
     """
-    now = time.monotonic()
-    cache = _depth_cache
-    if cache["pid"] != os.getpid() or now - cache["read_at"] > DEPTH_CACHE_S:
-        cache.update(value=redis_client.client().llen(COMMANDS_QUEUE), read_at=now, pid=os.getpid())
-    return cache["value"]
+    try:
+        if not redis_client.client().set(WAKE_FLAG, "1", nx=True, px=WAKE_FLAG_TTL_MS):
+            return True
+    except redis.RedisError:
+        log.warning("could not set the wake flag; publishing a batch task anyway", exc_info=True)
+    if _send(EXECUTE_COMMANDS):
+        return True
+    clear_wake()
+    return False
 
+
+def clear_wake() -> None:
+    """A batch task calls this before each claim: jobs committed after it wake another batch task."""
+    try:
+        redis_client.client().delete(WAKE_FLAG)
+    except redis.RedisError:
+        log.debug("could not clear the wake flag; it expires by itself", exc_info=True)

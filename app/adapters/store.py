@@ -32,16 +32,43 @@ class ClaimedJob:
 # The claim is bookkeeping, so its commit need not wait for the WAL flush
 # (synchronous_commit off for this transaction only): if PostgreSQL crashed
 # before the flush, the job would just read queued again and be re-enqueued.
-_CLAIM = """
+_CLAIMED = "id::text AS id, tenant_id, type, payload, request_id, lost_deliveries"
+
+# A job's own task claims it: claimed_by = the job id puts it on the per-job path for good.
+_CLAIM = f"""
     UPDATE jobs
        SET status = 'running',
            attempts = attempts + 1,
            -- a delivery that finds the job already running means the last one died
            lost_deliveries = lost_deliveries + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+           claimed_by = id::text,
            updated_at = now()
       FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
      WHERE id = :id AND status IN ('queued', 'running')
- RETURNING id::text AS id, tenant_id, type, payload, request_id, lost_deliveries
+ RETURNING {_CLAIMED}
+"""
+
+# A batch task claims up to :limit jobs nobody has claimed yet, oldest first, and
+# gets them in the order they were accepted; SKIP LOCKED lets concurrent batch
+# tasks take disjoint jobs without waiting.
+_CLAIM_BATCH = f"""
+    WITH claimed AS (
+        UPDATE jobs
+           SET status = 'running', attempts = attempts + 1, claimed_by = :delivery, updated_at = now()
+          FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+         WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND claimed_by IS NULL
+                       ORDER BY enqueued_at LIMIT :limit FOR UPDATE SKIP LOCKED)
+     RETURNING {_CLAIMED}, enqueued_at, created_at)
+    SELECT {_CLAIMED.replace("id::text AS id", "id")} FROM claimed ORDER BY enqueued_at, created_at
+"""
+
+# Jobs an earlier delivery of this batch task claimed and never finished: it died.
+# They go to their own tasks (claimed_by = job id), still `running`, so each
+# per-job claim counts the lost delivery and a job that kills workers is capped.
+_HAND_OFF_ORPHANS = """
+    UPDATE jobs SET claimed_by = id::text, updated_at = now()
+     WHERE status = 'running' AND claimed_by = :delivery
+ RETURNING id::text
 """
 
 _SAVE_WALLET = """
@@ -94,6 +121,15 @@ class WalletStore:
         """Mark a job running and count the try; None when it is already final."""
         row = self._run(_CLAIM, {"id": job_id}).mappings().first()
         return ClaimedJob(**row) if row else None
+
+    def claim_batch(self, delivery_id: str, limit: int) -> list[ClaimedJob]:
+        """Mark up to `limit` unclaimed queued jobs running for this batch delivery, oldest first."""
+        rows = self._run(_CLAIM_BATCH, {"delivery": delivery_id, "limit": limit}).mappings().all()
+        return [ClaimedJob(**row) for row in rows]
+
+    def hand_off_orphans(self, delivery_id: str) -> list[str]:
+        """Ids of the jobs an earlier delivery of this batch task left running, now on the per-job path."""
+        return self._run(_HAND_OFF_ORPHANS, {"delivery": delivery_id}).scalars().all()
 
     def finish_job(self, job_id: str, *, status: str, result: dict | None = None,
                    error: dict | None = None, extra_attempts: int = 0) -> float | None:

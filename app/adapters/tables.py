@@ -55,6 +55,7 @@ jobs = Table(
     Column("payload", JSONB, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("lost_deliveries", Integer, nullable=False, server_default="0"),
+    Column("claimed_by", Text),  # the Celery task (delivery) that claimed it: a batch task's id, or the job's own
     Column("result", JSONB),
     Column("error", JSONB),
     Column("request_id", Text, nullable=False),

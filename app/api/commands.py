@@ -8,7 +8,6 @@ from flask import Response, jsonify, request
 
 from app.api.context import json_body, owner_tenant, request_id
 from app.api.problems import ApiError
-from app.adapters import command_queue
 from app.config import settings
 from app.services import queries, submission
 from app.services.views import job_view
@@ -46,13 +45,13 @@ def wait_until_final(job_id: str, seconds: float) -> dict | None:
 
 
 def _refuse_when_backlogged() -> None:
-    """Backpressure: past COMMAND_QUEUE_MAX_DEPTH queued tasks, new commands get 503 + Retry-After."""
+    """Backpressure: past COMMAND_QUEUE_MAX_DEPTH queued jobs, new commands get 503 + Retry-After."""
     limit = settings().command_queue_max_depth
     if limit <= 0:
         return
     try:
-        backlog = command_queue.depth()
-    except Exception:  # noqa: BLE001 - Redis away: the job row is durable, the sweeper enqueues it later
+        backlog = submission.backlog(limit)
+    except Exception:  # noqa: BLE001 - the database is away: recording the job will say so
         return
     if backlog > limit:
         raise ApiError("SERVICE_UNAVAILABLE", f"{backlog} commands are waiting; retry later",

@@ -1,11 +1,13 @@
-"""Executes a job exactly once, however often its task is delivered.
+"""Executes a job exactly once, however often it is claimed or its task delivered.
 
-A short transaction claims the job (status running, attempts + 1). The
-command then runs in one transaction that changes balances, writes journal
-and outbox rows and makes the job final; it only commits if the job was still
-running, so a second delivery can never apply it again. Optimistic-lock
-conflicts roll the attempt back and retry here with jittered backoff; business
-rejections end the job failed; anything else is left to the task's retries.
+A short transaction claims the job (status running, attempts + 1): one job by
+its own task (`execute_job`), or several queued jobs at once by a batch task
+(`execute_queued_jobs`). Each command then runs in its own transaction that
+changes balances, writes journal and outbox rows and makes the job final; it
+only commits if the job was still running, so a second delivery can never
+apply it again. Optimistic-lock conflicts roll the attempt back and retry here
+with jittered backoff; business rejections end the job failed; anything else
+is left to the job's own task and its retries.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
+from app.adapters import command_queue
 from app.adapters.db import engine
 from app.adapters.store import ClaimedJob, WalletStore
 from app.config import settings
@@ -55,11 +58,66 @@ def _backoff_seconds(attempt: int) -> float:
 
 def execute_job(job_id: str) -> Outcome:
     """Apply a job's command once; raises RetryLater when it must run again."""
-    s = settings()
     with engine().begin() as conn:
         job = WalletStore(conn).claim_job(job_id)
     if job is None:
         return Outcome(job_id, "already_final")
+    return _run(job)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    ran: int  # jobs claimed and run (whatever their outcome)
+    handed_off: int  # jobs given to their own task: orphans of a dead delivery, retries
+    more: bool  # stopped at the budget with jobs still queued
+
+
+def execute_queued_jobs(delivery_id: str, *, batch_size: int, budget: int, budget_s: float) -> BatchOutcome:
+    """Claim queued jobs in batches and run each in its own transaction, up to `budget` jobs or seconds.
+
+    `delivery_id` is the batch task's id: what it claimed is marked with it, so
+    if this worker dies, the task's next delivery hands those jobs to their own
+    tasks (which count the lost delivery). A job that needs another try (still
+    contended, or an unexpected error) goes to its own task with a delay.
+    """
+    with engine().begin() as conn:
+        orphans = WalletStore(conn).hand_off_orphans(delivery_id)
+    for job_id in orphans:
+        command_queue.enqueue(job_id)
+    if orphans:
+        log.warning("handed %d jobs of a lost delivery to their own tasks", len(orphans))
+    ran, handed_off = 0, len(orphans)
+    deadline = time.monotonic() + budget_s
+    while ran < budget and time.monotonic() < deadline:
+        command_queue.clear_wake()  # before the claim: a job committed after this wakes another batch task
+        with engine().begin() as conn:
+            jobs = WalletStore(conn).claim_batch(delivery_id, min(batch_size, budget - ran))
+        if not jobs:
+            return BatchOutcome(ran, handed_off, more=False)
+        for job in jobs:
+            ran += 1
+            logs.job_id_var.set(job.id)
+            try:
+                _run(job)
+            except RetryLater as later:  # already released to queued
+                command_queue.enqueue(job.id, countdown=later.countdown)
+                handed_off += 1
+            except Exception:  # noqa: BLE001 - a fault or a bug: the job's own task retries it with backoff
+                log.warning("job %s raised; handing it to its own task", job.id, exc_info=True,
+                            extra={"job_id": job.id})
+                release(job.id)  # if the database is away this raises: the batch task retries, orphans go on
+                command_queue.enqueue(job.id, countdown=0.5)
+                handed_off += 1
+            finally:
+                logs.job_id_var.set(None)
+                logs.request_id_var.set(None)
+    return BatchOutcome(ran, handed_off, more=True)
+
+
+def _run(job: ClaimedJob) -> Outcome:
+    """Apply a claimed job's command once; raises RetryLater when it must run again."""
+    s = settings()
+    job_id = job.id
     logs.request_id_var.set(job.request_id)
     if job.lost_deliveries >= s.max_lost_deliveries:
         error = AttemptsExhausted(f"the worker running this command was lost {job.lost_deliveries} times")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -47,9 +49,28 @@ def submit(command_type: str, command, *, tenant_id: str, request_id: str,
         log.info("command accepted", extra={"job_id": str(accepted.job["id"]), "command": command_type,
                                             "tenant_id": tenant_id})
         # After the commit, never before: a worker must find the job row. If this
-        # publish is lost, the sweeper re-enqueues the job.
-        command_queue.enqueue(str(accepted.job["id"]))
+        # wake-up is lost, the sweeper re-enqueues the job.
+        command_queue.wake()
     return accepted
+
+
+_backlog = {"value": 0, "read_at": float("-inf"), "pid": None}
+BACKLOG_CACHE_S = 0.25
+
+
+def backlog(limit: int) -> int:
+    """Jobs waiting to be claimed, counted up to limit + 1 (enough to tell "more than limit").
+
+    Read at most every BACKLOG_CACHE_S per process: backpressure must not cost
+    a query per request.
+    """
+    now = time.monotonic()
+    if _backlog["pid"] != os.getpid() or now - _backlog["read_at"] > BACKLOG_CACHE_S:
+        with engine().connect() as conn:
+            value = run_sql(conn, "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'queued' LIMIT :n) AS q",
+                            {"n": limit + 1}).scalar()
+        _backlog.update(value=value, read_at=now, pid=os.getpid())
+    return _backlog["value"]
 
 
 def record_job(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint) -> Accepted:

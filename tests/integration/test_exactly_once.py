@@ -17,10 +17,18 @@ from tests.conftest import wait_for
 from tests.helpers import balance, create_wallet, wait_job
 
 
-def record_job(command_type: str, command) -> str:
-    """A durable job that no task was sent for (as if the publish was lost)."""
+def record_job(command_type: str, command, *, claimed: bool = True) -> str:
+    """A durable job that no task was sent for (as if the publish was lost).
+
+    claimed: on the per-job path (claimed_by = its id), so batch tasks woken by
+    other tests leave it to the test; unclaimed jobs are what batch tasks take.
+    """
     accepted = submission.record_job(command_type, command, "tenant-a", f"test-{uuid.uuid4()}", None, None)
-    return str(accepted.job["id"])
+    job_id = str(accepted.job["id"])
+    if claimed:
+        with engine().begin() as conn:
+            conn.execute(text("UPDATE jobs SET claimed_by = id::text WHERE id = :id"), {"id": job_id})
+    return job_id
 
 
 def entries_for(job_id: str) -> int:
@@ -147,3 +155,72 @@ def test_conflicts_beyond_the_in_task_budget_requeue_the_job_instead_of_failing_
     finally:
         monkeypatch.undo()
         settings.cache_clear()
+
+
+def test_a_batch_task_claims_queued_jobs_and_runs_each_once(stack):
+    wallet_id = str(uuid.uuid4())
+    create = record_job(commands.CREATE_WALLET, commands.CreateWallet(wallet_id, "batch", "USD"), claimed=False)
+    funds = [record_job(commands.FUND, commands.Fund(wallet_id, Decimal("1.25")), claimed=False) for _ in range(7)]
+    delivery = f"batch-{uuid.uuid4()}"
+    outcome = executor.execute_queued_jobs(delivery, batch_size=3, budget=1000, budget_s=10)
+    assert outcome.ran >= 8 and not outcome.more
+    for job_id in [create, *funds]:
+        row = job_row(job_id)
+        assert (row["status"], row["attempts"], row["claimed_by"]) == ("succeeded", 1, delivery)
+        assert entries_for(job_id) == (1 if job_id in funds else 0)
+    with engine().connect() as conn:
+        assert conn.execute(text("SELECT balance FROM wallets WHERE id = :id"), {"id": wallet_id}).scalar() \
+            == Decimal("8.75")
+    assert executor.execute_queued_jobs(delivery, batch_size=3, budget=1000, budget_s=10).ran == 0
+
+
+def test_a_redelivered_batch_task_hands_the_jobs_it_had_claimed_to_their_own_tasks(stack, monkeypatch):
+    """The worker died mid-batch: its claimed jobs are running; the next delivery must not run them in a batch."""
+    from app.adapters import command_queue
+
+    wallet_id = str(uuid.uuid4())
+    job_id = record_job(commands.CREATE_WALLET, commands.CreateWallet(wallet_id, "orphan", "USD"), claimed=False)
+    delivery = f"batch-{uuid.uuid4()}"
+    with engine().begin() as conn:
+        conn.execute(text("UPDATE jobs SET status = 'running', attempts = 1, claimed_by = :d WHERE id = :id"),
+                     {"d": delivery, "id": job_id})
+    enqueued = []
+    monkeypatch.setattr(command_queue, "enqueue", lambda jid, countdown=None: enqueued.append(jid) or True)
+    outcome = executor.execute_queued_jobs(delivery, batch_size=10, budget=0, budget_s=10)
+    assert outcome.handed_off == 1 and enqueued == [job_id]
+    row = job_row(job_id)
+    assert (row["status"], row["claimed_by"]) == ("running", job_id)
+    # Its own task counts the lost delivery and applies it once.
+    assert executor.execute_job(job_id).status == "succeeded"
+    row = job_row(job_id)
+    assert (row["status"], row["lost_deliveries"], row["attempts"]) == ("succeeded", 1, 2)
+
+
+def test_a_job_still_contended_after_its_batch_try_goes_to_its_own_task(stack, monkeypatch):
+    from app.adapters import command_queue
+    from app.config import settings
+
+    monkeypatch.setenv("CONFLICT_RETRIES_IN_TASK", "0")
+    settings.cache_clear()
+    enqueued = []
+    try:
+        job_id = record_job(commands.CREATE_WALLET, commands.CreateWallet(str(uuid.uuid4()), "u", "USD"),
+                            claimed=False)
+
+        def always_conflicts(*_args):
+            from app.domain.errors import ConcurrencyConflict
+
+            raise ConcurrencyConflict("simulated")
+
+        monkeypatch.setitem(executor.HANDLERS, commands.CREATE_WALLET, always_conflicts)
+        monkeypatch.setattr(command_queue, "enqueue", lambda jid, countdown=None: enqueued.append((jid, countdown)))
+        delivery = f"batch-{uuid.uuid4()}"
+        executor.execute_queued_jobs(delivery, batch_size=10, budget=1000, budget_s=10)
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()
+    assert [jid for jid, _ in enqueued] == [job_id] and enqueued[0][1] > 0
+    row = job_row(job_id)
+    assert (row["status"], row["claimed_by"]) == ("queued", delivery)  # batch tasks leave it to its own task
+    assert executor.execute_queued_jobs(f"batch-{uuid.uuid4()}", batch_size=10, budget=1000, budget_s=10).ran == 0
+    assert executor.execute_job(job_id).status == "succeeded"

@@ -159,13 +159,13 @@ def test_rate_limit_answers_429_with_retry_after(stack, monkeypatch):
 
 
 def test_a_deep_command_queue_answers_503_with_retry_after(stack, monkeypatch, client):
-    from app.adapters import command_queue
     from app.config import settings
+    from app.services import submission
 
     wallet_id = create_wallet(client)
     monkeypatch.setenv("COMMAND_QUEUE_MAX_DEPTH", "1")
     settings.cache_clear()
-    monkeypatch.setattr(command_queue, "depth", lambda: 2)
+    monkeypatch.setattr(submission, "backlog", lambda limit: limit + 1)
     try:
         r = client.post(f"/wallets/{wallet_id}/fund", json={"amount": "1.00"})
     finally:
