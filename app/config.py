@@ -55,6 +55,8 @@ class Settings:
     kafka_session_timeout_ms: int
     kafka_heartbeat_interval_ms: int
     history_max_poll_records: int
+    # Cluster-wide metrics are summed in each process and sent to Redis at most this often.
+    metrics_flush_interval_s: float
     # Security: keys seeded at start (TOKEN:TENANT:SCOPES,...), requests per second per key (0 = off),
     # and the command queue depth past which commands get 503 (0 = off).
     api_keys_spec: str | None
@@ -98,6 +100,7 @@ def settings() -> Settings:
         kafka_session_timeout_ms=_int("KAFKA_SESSION_TIMEOUT_MS", 6000),
         kafka_heartbeat_interval_ms=_int("KAFKA_HEARTBEAT_INTERVAL_MS", 1000),
         history_max_poll_records=_int("HISTORY_MAX_POLL_RECORDS", 500),
+        metrics_flush_interval_s=_float("METRICS_FLUSH_INTERVAL_S", 1.0),
         api_keys_spec=os.environ.get("WALLET_API_KEYS") or None,
         rate_limit_per_second=_int("RATE_LIMIT", 1000),
         command_queue_max_depth=_int("COMMAND_QUEUE_MAX_DEPTH", 10000),

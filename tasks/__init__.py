@@ -25,7 +25,9 @@ def _fresh_connections_in_child(**_):
 @worker_process_shutdown.connect
 def _close_connections(**_):
     from app.adapters.db import dispose_engine
+    from app.observability import metrics
 
+    metrics.flush()  # a pool process leaves with os._exit: atexit would not send its last second of metrics
     dispose_engine()
 
 

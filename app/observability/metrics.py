@@ -5,14 +5,19 @@ Two kinds:
   under gunicorn: PROMETHEUS_MULTIPROC_DIR is set by gunicorn.conf.py).
 - Cluster-wide counters of what workers, relay and history workers do (jobs
   completed, conflicts, events published...). Those processes run on any
-  number of hosts, so they add their counts to Redis hashes (one pipelined
-  round trip per job); every API's /metrics renders them, together with
-  gauges read at scrape time (queue depth, outbox backlog, history lag).
+  number of hosts, so they add their counts to Redis hashes; every API's
+  /metrics renders them, together with gauges read at scrape time (queue
+  depth, outbox backlog, history lag). Each process sums its increments in
+  memory and sends them in one pipeline at most once per
+  METRICS_FLUSH_INTERVAL_S (1 s), so Redis sees a few calls per second per
+  process, not several per job; the series trail the work by up to that long.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import threading
 import time
 from bisect import bisect_left
 
@@ -22,12 +27,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.adapters import redis_client
+from app.config import settings
 
 log = logging.getLogger(__name__)
 
 PREFIX = "wallet:metrics:"
 JOB_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LABEL_SEP = "\x1f"
+# Distinct (hash, field) pairs a process keeps while Redis is away; past this, new series are dropped
+# (existing ones keep adding up, so a long outage costs memory bounded by the label cardinality).
+MAX_PENDING_FIELDS = 10_000
 
 # Cluster-wide counters: name -> (help, label names).
 SHARED_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -64,15 +73,48 @@ def _field(labels: tuple[str, ...]) -> str:
 
 
 class SharedMetrics:
-    """Batches counter increments and histogram observations into one Redis pipeline."""
+    """This process's cluster-wide metrics, summed in memory and sent to Redis in one pipeline when due.
 
-    def __init__(self):
-        self._pipe = redis_client.client().pipeline(transaction=False)
-        self._empty = True
+    inc/observe/set only add to dicts in memory and return self, so calls chain.
+    A daemon thread sends everything pending in one MULTI/EXEC pipeline once per
+    interval (and send() does it when due if that thread is gone); flush() also
+    runs at exit and when a Celery pool process shuts down. A failed flush keeps
+    its increments for the next one (counters add up, gauges keep their newest
+    value), so nothing is lost while Redis is briefly away; the pending set is
+    bounded by MAX_PENDING_FIELDS. One instance per process: shared() makes a
+    new, empty one in a forked child (the parent sends its own counts).
+    """
+
+    def __init__(self, interval: float):
+        self.pid = os.getpid()
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._increments: dict[tuple[str, str], float] = {}  # (hash, field) -> amount to add
+        self._values: dict[str, dict[str, float]] = {}  # hash -> field -> value (gauges: last wins)
+        self._dropped = 0
+        self._due = time.monotonic() + interval
+        self._flushing = threading.Lock()  # one flush at a time (the thread, a caller or exit)
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, name="wallet-metrics-flush", daemon=True)
+        try:
+            self._thread.start()
+        except RuntimeError:  # interpreter shutting down: send() flushes instead
+            self._thread = None
+
+    # -- recording (the hot path: a dict update under an uncontended lock) ------------------
+
+    def _add(self, key: str, field: str, amount: float) -> None:
+        with self._lock:
+            pending = self._increments
+            if (key, field) in pending:
+                pending[(key, field)] += amount
+            elif len(pending) < MAX_PENDING_FIELDS:
+                pending[(key, field)] = amount
+            else:
+                self._dropped += 1
 
     def inc(self, name: str, *labels: str, amount: float = 1) -> "SharedMetrics":
-        self._pipe.hincrbyfloat(PREFIX + name, _field(labels), amount)
-        self._empty = False
+        self._add(PREFIX + name, _field(labels), amount)
         return self
 
     def observe(self, name: str, value: float, *labels: str) -> "SharedMetrics":
@@ -80,34 +122,125 @@ class SharedMetrics:
         index = bisect_left(buckets, value)
         bucket = str(buckets[index]) if index < len(buckets) else "+Inf"
         key = PREFIX + name
-        self._pipe.hincrbyfloat(key, _field((*labels, "bucket", bucket)), 1)
-        self._pipe.hincrbyfloat(key, _field((*labels, "sum")), value)
-        self._empty = False
+        self._add(key, _field((*labels, "bucket", bucket)), 1)
+        self._add(key, _field((*labels, "sum")), value)
         return self
 
     def set(self, name: str, value: float) -> "SharedMetrics":
-        self._pipe.hset(PREFIX + name, "value", value)
-        self._pipe.hset(PREFIX + name, "at", time.time())
-        self._empty = False
+        with self._lock:
+            self._values[PREFIX + name] = {"value": value, "at": time.time()}
         return self
 
     def set_labeled(self, name: str, label: str, value: float) -> "SharedMetrics":
-        self._pipe.hset(PREFIX + name, label, value)
-        self._empty = False
+        with self._lock:
+            self._values.setdefault(PREFIX + name, {})[label] = value
         return self
 
     def send(self) -> None:
-        """Best effort: metrics never fail the work they describe."""
-        if self._empty:
-            return
-        try:
-            self._pipe.execute()
-        except redis.RedisError:
-            log.debug("could not record metrics in Redis", exc_info=True)
+        """Flush if due. Best effort: metrics never fail (nor wait for) the work they describe.
+
+        The flusher thread does it when alive, so the caller never waits for Redis."""
+        if time.monotonic() >= self._due and (self._thread is None or not self._thread.is_alive()):
+            self.flush()
+
+    # -- flushing ----------------------------------------------------------------------------
+
+    def flush(self) -> bool:
+        """Send everything pending in one pipeline now; False (and kept for the next flush) if Redis failed."""
+        with self._flushing:
+            with self._lock:
+                increments, values, dropped = self._increments, self._values, self._dropped
+                self._increments, self._values, self._dropped = {}, {}, 0
+                self._due = time.monotonic() + self.interval
+            if dropped:
+                log.warning("metrics: %d increments of new series dropped while Redis was away", dropped)
+            if not increments and not values:
+                return True
+            try:
+                pipe = redis_client.client().pipeline(transaction=True)  # a scrape sees all of it or none
+                for (key, field), amount in increments.items():
+                    pipe.hincrbyfloat(key, field, amount)
+                for key, fields in values.items():
+                    pipe.hset(key, mapping=fields)
+                pipe.execute()
+                return True
+            except (redis.exceptions.ExecAbortError, redis.exceptions.ReadOnlyError):
+                log.debug("Redis did not apply the metrics flush; keeping it for the next one", exc_info=True)
+                self._keep(increments, values)
+                return False
+            except redis.ResponseError:
+                # A command failed inside EXEC, the others were applied: sending them again would count twice.
+                log.warning("metrics: Redis refused part of a flush; its increments are dropped", exc_info=True)
+                return True
+            except redis.RedisError:
+                # Connection lost or timed out: almost always before EXEC was applied. (If the reply to an
+                # applied EXEC was lost, these counts go twice; losing them every time Redis blinks is worse.)
+                log.debug("could not record metrics in Redis; keeping them for the next flush", exc_info=True)
+                self._keep(increments, values)
+                return False
+
+    def _keep(self, increments: dict, values: dict) -> None:
+        """Put a failed flush back: increments add to what came since, newer gauge values win."""
+        with self._lock:
+            pending = self._increments
+            for key_field, amount in increments.items():
+                if key_field in pending:
+                    pending[key_field] += amount
+                elif len(pending) < MAX_PENDING_FIELDS:
+                    pending[key_field] = amount
+                else:
+                    self._dropped += 1
+            for key, fields in values.items():
+                newer = self._values.setdefault(key, {})
+                for field, value in fields.items():
+                    newer.setdefault(field, value)
+
+    def _run(self) -> None:
+        while os.getpid() == self.pid:
+            time.sleep(max(0.01, self._due - time.monotonic()))
+            if time.monotonic() >= self._due:
+                try:
+                    self.flush()
+                except Exception:  # noqa: BLE001 - the flusher must outlive any surprise
+                    log.exception("metrics flush failed")
+
+
+_recorder: SharedMetrics | None = None
+_recorder_lock = threading.Lock()
 
 
 def shared() -> SharedMetrics:
-    return SharedMetrics()
+    """This process's recorder (made on first use, and again in a forked child, which starts empty)."""
+    recorder = _recorder
+    if recorder is None or recorder.pid != os.getpid():
+        recorder = _new_recorder()
+    return recorder
+
+
+def _new_recorder() -> SharedMetrics:
+    global _recorder
+    with _recorder_lock:
+        if _recorder is None or _recorder.pid != os.getpid():
+            _recorder = SharedMetrics(settings().metrics_flush_interval_s)
+        return _recorder
+
+
+def flush() -> None:
+    """Send this process's pending metrics now (shutdown hooks, tests). Best effort."""
+    recorder = _recorder
+    if recorder is not None and recorder.pid == os.getpid():
+        recorder.flush()
+
+
+def _reset_after_fork() -> None:
+    # The parent's pending counts are the parent's to send; its locks may be held by its threads.
+    global _recorder, _recorder_lock
+    _recorder = None
+    _recorder_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+atexit.register(flush)
 
 
 class SharedMetricsCollector:

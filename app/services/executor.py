@@ -181,7 +181,7 @@ def _fail(job: ClaimedJob, error: BusinessRuleViolation, conflicts: int) -> Outc
 
 
 def _report(job: ClaimedJob, status: str, code: str | None, seconds: float, conflicts: int) -> None:
-    """Log the outcome and count it in the cluster-wide metrics (one Redis round trip)."""
+    """Log the outcome and count it in the cluster-wide metrics (buffered, sent to Redis about once a second)."""
     log.info("job %s", status, extra={"job_id": job.id, "command": job.type, "status": status, "code": code,
                                       "conflicts": conflicts, "seconds": round(seconds, 4)})
     m = metrics.shared().inc("wallet_jobs_completed_total", job.type, status, code or "") \

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from app.adapters.db import engine
+from app.config import settings
 from tests.conftest import STATE_DIR, api_client, start_worker, wait_for
 from tests.helpers import balance, create_wallet, run, wait_job
 from tests.integration.test_concurrency import submit_all, wait_all_final
@@ -34,13 +35,45 @@ def value(samples, name, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def settled_scrape(app) -> dict[tuple, float]:
+    """A scrape once earlier jobs' counts are all in Redis (workers send them about once a second)."""
+    def jobs(samples):
+        return {k: v for k, v in samples.items() if k[0].startswith("wallet_jobs_completed")}
+
+    interval = settings().metrics_flush_interval_s
+    previous = scrape(app)
+    deadline = time.monotonic() + 10 * interval + 5
+    while time.monotonic() < deadline:
+        time.sleep(interval + 0.3)
+        current = scrape(app)
+        if jobs(current) == jobs(previous):
+            return current
+        previous = current
+    raise AssertionError("wallet_jobs_completed_total kept moving with no command running")
+
+
 def test_metrics_are_present_and_move_after_commands(wallet_app, client):
     wallet_id = create_wallet(client)
-    before = scrape(wallet_app)
+    before = settled_scrape(wallet_app)
     for _ in range(3):
         assert run(client, f"/wallets/{wallet_id}/fund", {"amount": "1.00"})["status"] == "succeeded"
     assert run(client, f"/wallets/{wallet_id}/withdraw", {"amount": "9.00"})["status"] == "failed"
-    after = scrape(wallet_app)
+
+    def delta(samples, name, **labels):
+        return value(samples, name, **labels) - value(before, name, **labels)
+
+    def counted():
+        # The jobs are final now; their counts reach Redis with the worker's next metrics flush.
+        samples = scrape(wallet_app)
+        if (delta(samples, "wallet_jobs_completed_total", type="fund", status="succeeded", code="") >= 3
+                and delta(samples, "wallet_jobs_completed_total", type="withdraw", status="failed",
+                          code="INSUFFICIENT_FUNDS") >= 1
+                and delta(samples, "wallet_job_duration_seconds_count", type="fund") >= 3):
+            return samples
+        return None
+
+    after = wait_for(counted, timeout=settings().metrics_flush_interval_s + 5,
+                     what="the jobs in the cluster-wide metrics", interval=0.2)
     assert value(after, "wallet_commands_accepted_total", type="fund") - \
         value(before, "wallet_commands_accepted_total", type="fund") == 3
     assert value(after, "wallet_jobs_completed_total", type="fund", status="succeeded", code="") - \
