@@ -99,7 +99,7 @@ def settings() -> Settings:
         relay_batch_size=_int("RELAY_BATCH_SIZE", 500),
         relay_poll_interval_s=_float("RELAY_POLL_INTERVAL_S", 1.0),
         relay_backoff_max_s=_float("RELAY_BACKOFF_MAX_S", 10.0),
-        relay_debounce_ms=_float("RELAY_DEBOUNCE_MS", 5.0),
+        relay_debounce_ms=_float("RELAY_DEBOUNCE_MS", 20.0),
         kafka_session_timeout_ms=_int("KAFKA_SESSION_TIMEOUT_MS", 6000),
         kafka_heartbeat_interval_ms=_int("KAFKA_HEARTBEAT_INTERVAL_MS", 1000),
         history_max_poll_records=_int("HISTORY_MAX_POLL_RECORDS", 500),
