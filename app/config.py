@@ -55,9 +55,9 @@ class Settings:
     kafka_session_timeout_ms: int
     kafka_heartbeat_interval_ms: int
     history_max_poll_records: int
-    # After a non-empty poll the history worker keeps polling this long (or until max poll records)
-    # so that one DB transaction and one offset commit serve several fetches under load.
-    history_batch_linger_ms: float
+    # The history worker starts a batch (one DB transaction, one offset commit) at most this often;
+    # records arriving sooner wait for it, so under load several fetches share one batch.
+    history_batch_interval_ms: float
     # Cluster-wide metrics are summed in each process and sent to Redis at most this often.
     metrics_flush_interval_s: float
     # Security: keys seeded at start (TOKEN:TENANT:SCOPES,...), requests per second per key (0 = off),
@@ -103,7 +103,7 @@ def settings() -> Settings:
         kafka_session_timeout_ms=_int("KAFKA_SESSION_TIMEOUT_MS", 6000),
         kafka_heartbeat_interval_ms=_int("KAFKA_HEARTBEAT_INTERVAL_MS", 1000),
         history_max_poll_records=_int("HISTORY_MAX_POLL_RECORDS", 500),
-        history_batch_linger_ms=_float("HISTORY_BATCH_LINGER_MS", 20.0),
+        history_batch_interval_ms=_float("HISTORY_BATCH_INTERVAL_MS", 50.0),
         metrics_flush_interval_s=_float("METRICS_FLUSH_INTERVAL_S", 1.0),
         api_keys_spec=os.environ.get("WALLET_API_KEYS") or None,
         rate_limit_per_second=_int("RATE_LIMIT", 1000),

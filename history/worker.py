@@ -3,10 +3,10 @@
 Per batch: one DB transaction inserts every row with ON CONFLICT DO
 NOTHING (rows are unique per (event, wallet), so redelivery is harmless), then
 the offsets (last + 1) are committed. A crash between the two only replays
-the batch. A batch is what a poll returns plus what further polls bring
-within HISTORY_BATCH_LINGER_MS (20 ms) of it: under load several fetches share
-one transaction, one offset commit and one metrics update, for at most that
-much extra lag. A message that can never be projected is stored in
+the batch. Batches start at most every HISTORY_BATCH_INTERVAL_MS (50 ms):
+under load several fetches share one transaction, one offset commit and one
+metrics update, for at most that much extra lag; an event after a quiet spell
+is written at once. A message that can never be projected is stored in
 history_dead_letters with its topic, partition and offset, and the partition
 moves on. Runs as many instances as the topic has partitions.
 """
@@ -123,18 +123,14 @@ def _report_consumer_lag(consumer, batch) -> None:
     m.send()
 
 
-def _linger(consumer, batch: dict, linger_ms: float, max_records: int) -> None:
-    """Add to `batch` (in place, in offset order per partition) what the next polls bring within linger_ms.
+def _gather(consumer, batch: dict, until: float, max_records: int) -> None:
+    """Add to `batch` (in place, in offset order per partition) what polls bring until `until` (monotonic).
 
-    Fetches return as soon as the broker has anything, so under load each one
-    carries a couple of events; waiting a few ms lets the next ones join the
-    same DB transaction and offset commit. Stops early at max_records, and
-    after a poll that waited the rest of the window for nothing.
+    Stops early at max_records, and after a poll that waited out the time for nothing.
     """
     count = sum(len(records) for records in batch.values())
-    deadline = time.monotonic() + linger_ms / 1000
     while count < max_records:
-        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        remaining_ms = int((until - time.monotonic()) * 1000)
         if remaining_ms <= 0:
             return
         more = consumer.poll(timeout_ms=remaining_ms, max_records=max_records - count)
@@ -152,6 +148,8 @@ def run() -> int:
 
     consumer = None
     backoff = 0.5
+    interval = s.history_batch_interval_ms / 1000
+    last_batch = 0.0  # monotonic time the last batch started
     while not stop.requested:
         try:
             if consumer is None:
@@ -161,14 +159,18 @@ def run() -> int:
             batch = consumer.poll(timeout_ms=500)
             if not batch:
                 continue
-            _linger(consumer, batch, s.history_batch_linger_ms, s.history_max_poll_records)
+            # Fetches return as soon as the broker has anything, so under load each carries a couple of
+            # events. Batches start at most every `interval`: records coming sooner wait for more to join
+            # them in one transaction and one offset commit; after a quiet spell they go at once.
+            _gather(consumer, batch, last_batch + interval, s.history_max_poll_records)
+            last_batch = time.monotonic()
             messages = [m for records in batch.values() for m in records]
             try:
                 inserted, duplicates = apply_batch(messages)
             except Exception:
                 # The database is away (or a bug): rewind so the batch is read again, then back off.
                 log.exception("batch of %d messages not stored; will retry", len(messages))
-                assigned = consumer.assignment()  # a rebalance may have come during the linger polls
+                assigned = consumer.assignment()  # a rebalance may have come during _gather's polls
                 for tp, records in batch.items():
                     if tp in assigned:
                         consumer.seek(tp, records[0].offset)

@@ -47,7 +47,7 @@ def consumer(*topics: str, group_id: str | None = None, **overrides) -> KafkaCon
         fetch_max_wait_ms=100,
         # fetch_min_bytes stays 1: tansu holds a fetch below it for the whole wait or longer (lag p99
         # 245 ms at 30 events/s with 50 ms / 1 MiB, against 75 ms now). Batches grow in the history
-        # worker instead, which polls a little longer after the first records (HISTORY_BATCH_LINGER_MS).
+        # worker instead, which starts a batch at most every HISTORY_BATCH_INTERVAL_MS.
     )
     config.update(overrides)
     return KafkaConsumer(*topics, **config)
