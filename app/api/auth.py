@@ -1,8 +1,7 @@
-"""Bearer API keys, scopes, per-key rate limits. Shared by the Wallet and History APIs."""
+"""Bearer API keys, scopes, per-key rate limits (fixed one-second windows in Redis). Shared by both APIs."""
 from __future__ import annotations
 
 from flask import Flask, g, request
-from flask_limiter import Limiter
 
 from app.api.problems import ApiError
 from app.config import settings
@@ -24,11 +23,13 @@ def _is_public() -> bool:
 
 
 def _authenticate() -> None:
+    """Who is calling, with which scopes, and within their rate limit (401, 403, 429)."""
     if _is_public():
         return
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    key = api_keys.authenticate(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    caller = api_keys.authenticate(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    key = caller.key if caller else None
     if key is None:
         raise ApiError("UNAUTHENTICATED", "a valid API key is required: Authorization: Bearer <key>",
                        headers={"WWW-Authenticate": 'Bearer realm="wallet"'})
@@ -37,27 +38,15 @@ def _authenticate() -> None:
     if not key.allows(scope):
         raise ApiError("INSUFFICIENT_SCOPE", f"this API key lacks the '{scope}' scope",
                        headers={"WWW-Authenticate": f'Bearer realm="wallet", error="insufficient_scope", scope="{scope}"'})
-
-
-def _rate_limit_key() -> str:
-    key = g.get("api_key")
-    return key.id if key else (request.remote_addr or "anonymous")
+    limit = settings().rate_limit_per_second
+    # Counted in Redis, so shared by every API process; Redis away: serve rather than refuse
+    # (commands still need it to be queued, and the job rows are durable).
+    if limit > 0 and caller.requests_this_second is not None and caller.requests_this_second > limit:
+        raise ApiError("RATE_LIMIT", "too many requests for this API key; retry after the Retry-After seconds",
+                       headers={"Retry-After": "1"})
 
 
 def register(app: Flask) -> None:
-    """Authenticate every request (before the rate limiter, which counts per key)."""
-    s = settings()
+    """Authenticate and rate-limit every request but the public ones."""
     app.before_request(_authenticate)
-    limiter = Limiter(
-        key_func=_rate_limit_key,
-        app=app,
-        default_limits=[f"{s.rate_limit_per_second} per second"] if s.rate_limit_per_second > 0 else [],
-        default_limits_exempt_when=_is_public,
-        storage_uri=s.redis_url,
-        strategy="fixed-window",
-        headers_enabled=False,  # its Retry-After would sit on every response; 429s get ours
-        swallow_errors=True,  # Redis away: serve rather than refuse (commands still need Redis to be queued)
-        key_prefix="wallet-rate",
-    )
-    app.extensions["wallet_limiter"] = limiter
-    api_keys.seed_from_env(s.api_keys_spec)
+    api_keys.seed_from_env(settings().api_keys_spec)

@@ -77,10 +77,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException):
         code = {400: "MALFORMED_JSON", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
-                415: "UNSUPPORTED_MEDIA_TYPE", 429: "RATE_LIMIT"}.get(e.code or 500, "INTERNAL_ERROR")
-        detail = {"RATE_LIMIT": "too many requests for this API key; retry after the Retry-After seconds"}.get(
-            code, e.description or code)
-        return problem(code, detail, headers={"Retry-After": "1"} if code == "RATE_LIMIT" else None)
+                415: "UNSUPPORTED_MEDIA_TYPE"}.get(e.code or 500, "INTERNAL_ERROR")
+        return problem(code, e.description or code)
 
     @app.errorhandler(OperationalError)
     def _database_unavailable(e: OperationalError):

@@ -54,14 +54,26 @@ CACHE_MAX = 10_000
 _cache: dict = {"pid": None, "epoch": None, "keys": {}}
 
 
-def authenticate(token: str) -> ApiKey | None:
-    """The live key for a token, or None (unknown or revoked)."""
+@dataclass(frozen=True)
+class Caller:
+    key: ApiKey | None  # None: unknown or revoked
+    requests_this_second: int | None  # for the rate limit; None when Redis did not answer
+
+
+def authenticate(token: str) -> Caller:
+    """The live key for a token, and how many requests it made in the current second.
+
+    One Redis round trip reads the keys' epoch and counts the request (a
+    fixed one-second window per token, so per key); a PostgreSQL query runs
+    only when this process has no fresh cached key for the token.
+    """
     digest = token_hash(token)
-    keys = _cached_keys()
+    epoch, count = _epoch_and_count(digest)
+    keys = _cached_keys(epoch) if count is not None else None
     if keys is not None:
         hit = keys.get(digest)
         if hit is not None and time.monotonic() - hit[1] < CACHE_TTL_S:
-            return hit[0]
+            return Caller(hit[0], count)
     with engine().connect() as conn:
         row = conn.execute(text(
             "SELECT id::text, tenant_id, scopes FROM api_keys WHERE token_hash = :h AND revoked_at IS NULL"),
@@ -71,15 +83,26 @@ def authenticate(token: str) -> ApiKey | None:
         if len(keys) >= CACHE_MAX:
             keys.clear()
         keys[digest] = (key, time.monotonic())
-    return key
+    return Caller(key, count)
 
 
-def _cached_keys() -> dict | None:
-    """This process's cache of live keys, emptied when the epoch moved; None (no caching) if Redis is away."""
+RATE_PREFIX = "wallet-rate:"
+
+
+def _epoch_and_count(digest: str) -> tuple[bytes | None, int | None]:
+    """(keys epoch, requests of this token in this second); (None, None) if Redis is away."""
+    window = RATE_PREFIX + digest[:32] + ":" + str(int(time.time()))
     try:
-        epoch = redis_client.client().get(KEYS_EPOCH)
+        pipe = redis_client.client().pipeline(transaction=False)
+        pipe.get(KEYS_EPOCH).incr(window).expire(window, 2)
+        epoch, count, _ = pipe.execute()
     except redis.RedisError:
-        return None
+        return None, None
+    return epoch, count
+
+
+def _cached_keys(epoch: bytes | None) -> dict:
+    """This process's cache of live keys, emptied whenever the epoch it saw moved."""
     if _cache["pid"] != os.getpid() or _cache["epoch"] != epoch:
         _cache.update(pid=os.getpid(), epoch=epoch, keys={})
     return _cache["keys"]
