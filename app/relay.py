@@ -109,6 +109,17 @@ def _wait_for_leadership(conn: psycopg.Connection, stop: StopFlag, poll: float) 
     return False
 
 
+SLOW_BATCH_S = 1.0
+
+
+def _warn_if_slow(rows: int, fetch_s: float, publish_s: float, mark_s: float) -> None:
+    """Say which step held the relay back when a batch took more than SLOW_BATCH_S."""
+    if fetch_s + publish_s + mark_s > SLOW_BATCH_S:
+        log.warning("slow batch of %d rows: fetch %.3f s, publish %.3f s, mark %.3f s", rows, fetch_s, publish_s,
+                    mark_s, extra={"rows": rows, "fetch_s": round(fetch_s, 3), "publish_s": round(publish_s, 3),
+                                    "mark_s": round(mark_s, 3)})
+
+
 def _lead(conn: psycopg.Connection, stop: StopFlag) -> None:
     s = settings()
     conn.execute("LISTEN outbox")
@@ -116,8 +127,10 @@ def _lead(conn: psycopg.Connection, stop: StopFlag) -> None:
     backoff = 0.2
     try:
         while not stop.requested:
+            started = time.monotonic()
             rows = conn.execute(_FETCH, (s.relay_batch_size,)).fetchall()
             if rows:
+                fetched = time.monotonic()
                 try:
                     acked = publisher.publish(rows)
                 except KafkaError as e:
@@ -125,7 +138,9 @@ def _lead(conn: psycopg.Connection, stop: StopFlag) -> None:
                     stop.sleep(backoff + random.uniform(0, backoff / 2))
                     backoff = min(backoff * 2, s.relay_backoff_max_s)
                     continue
+                published = time.monotonic()
                 conn.execute(_MARK, (acked,))
+                _warn_if_slow(len(rows), fetched - started, published - fetched, time.monotonic() - published)
                 metrics.shared().inc("wallet_events_published_total", amount=len(acked)).send()
                 backoff = 0.2
                 if len(acked) == len(rows) == s.relay_batch_size:
