@@ -48,7 +48,7 @@ wallets = Table(
 
 jobs = Table(
     "jobs", metadata,
-    Column("id", UUID(as_uuid=False), primary_key=True),  # also the Celery task id
+    Column("id", UUID(as_uuid=False), primary_key=True),  # also the task id of its per-job task (wallet.execute_command)
     Column("tenant_id", Text, nullable=False),
     Column("type", Text, nullable=False),
     Column("status", Text, nullable=False, server_default="queued"),
