@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import Connection, CursorResult, Engine, create_engine
 
@@ -44,6 +46,16 @@ def engine() -> Engine:
         )
         _engine_pid = os.getpid()
     return _engine
+
+
+@contextmanager
+def autocommit() -> Iterator[Connection]:
+    """A pooled connection in autocommit: each statement is its own transaction.
+
+    For work that is one statement: it saves the BEGIN and COMMIT round trips.
+    """
+    with engine().connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def dispose_engine() -> None:

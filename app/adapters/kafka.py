@@ -20,7 +20,9 @@ def producer(**overrides) -> KafkaProducer:
         client_id=f"wallet-relay-{os.getpid()}",
         acks="all",
         enable_idempotence=True,  # retries never reorder or duplicate within a partition
-        linger_ms=0,  # latency first: batches still form while a request is in flight
+        # The relay appends a whole batch and then flushes, which sends at once whatever the
+        # linger: the linger only keeps the sender thread from sending the first records alone.
+        linger_ms=20,
         # Fail fast when the broker is away so the relay backs off instead of hanging.
         max_block_ms=5_000,
         request_timeout_ms=5_000,

@@ -11,12 +11,50 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, CursorResult
+from sqlalchemy.exc import DBAPIError
 
 from app.adapters.db import run_sql
-
 from app.domain.errors import ConcurrencyConflict
 from app.domain.holds import Hold
 from app.domain.ledger import Entry, Limits, OriginalEntry, Wallet
+
+
+# What `expect_rows` (migration 0007) raises when a checked write matched the wrong number of rows.
+_CONFLICT = "40001"  # serialization_failure: a wallet changed since it was read
+_DEADLOCK = "40P01"  # two commands locked the same wallets in opposite orders: retry like a conflict
+_NOT_RUNNING = "WJ001"  # the job is final already: another delivery applied it
+
+
+class JobNotRunning(Exception):
+    """The job was no longer running when its command tried to finish it."""
+
+
+class WalletSnapshot:
+    """Wallets as this worker last read or committed them, so a command can run without reading them again.
+
+    Safe under optimistic locking: every wallet write checks the version that
+    was read, so a stale wallet only fails its save as a conflict; it is then
+    forgotten and read afresh on the retry. Only committed state may go in
+    (`remember` after the commit): a rolled-back state could share its version
+    number with a later real one.
+    """
+
+    def __init__(self) -> None:
+        self._wallets: dict[str, Wallet] = {}
+
+    def get(self, ids: list[str]) -> dict[str, Wallet] | None:
+        """All the wallets asked for, or None if one is missing."""
+        try:
+            return {i: self._wallets[i] for i in ids}
+        except KeyError:
+            return None
+
+    def remember(self, wallets) -> None:
+        self._wallets.update((w.id, w) for w in wallets)
+
+    def forget(self, wallets) -> None:
+        for w in wallets:
+            self._wallets.pop(w.id, None)
 
 
 @dataclass(frozen=True)
@@ -76,6 +114,7 @@ _SAVE_WALLET = """
            per_transaction_limit = :per_transaction, daily_debit_limit = :daily_debit,
            debit_day = :debit_day, debited_today = :debited_today, updated_at = :now
      WHERE id = :id AND version = :expected_version
+ RETURNING 1
 """
 
 # `held` counts active holds not yet past expiry: an expired hold stops
@@ -104,16 +143,57 @@ _FINISH = """
  RETURNING extract(epoch FROM completed_at - created_at) AS seconds
 """
 
+# The job's final UPDATE after the command's checked writes: the checks run
+# first, in order (wallets in id order), so the wallet rows are locked before
+# the journal and outbox inserts (unreferenced CTEs, run after the main query)
+# take their ids; a job no longer running aborts the statement too.
+_FINISH_CHECKED = """
+    job AS ({finish})
+    SELECT {checks} AND expect_rows((SELECT count(*) FROM job), 1, '{not_running}', 'the job is final already'),
+           (SELECT seconds FROM job)
+"""
+
 
 class WalletStore:
-    """SQL of the command path, bound to one connection inside a transaction."""
+    """SQL of the command path, bound to one connection.
 
-    def __init__(self, conn: Connection):
+    A command's writes are kept and sent with the job's final UPDATE as one
+    statement. With `one_statement=True` the connection is in autocommit and
+    that statement is the whole transaction (one round trip, no BEGIN or
+    COMMIT): the command may read, but any write sent on its own raises.
+    `snapshot` serves wallets already known to this worker (see WalletSnapshot).
+    """
+
+    def __init__(self, conn: Connection, *, one_statement: bool = False, snapshot: WalletSnapshot | None = None):
         self.conn = conn
+        self.one_statement = one_statement
+        self.snapshot = snapshot
+        self.saved_wallets: list[Wallet] = []  # what this command wrote, to remember once committed
         self._pending: list[tuple[str, dict]] = []
+        self._checks: list[str] = []  # expect_rows(...) over pending statements
+        self._sent_writes = False  # after a write, reads may see this transaction's own uncommitted rows
 
     def _run(self, sql: str, params: dict) -> CursorResult:
         return run_sql(self.conn, sql, params)
+
+    def _write(self, sql: str, params: dict) -> CursorResult:
+        """A write sent on its own: only inside a transaction, never in one-statement mode."""
+        if self.one_statement:
+            raise RuntimeError("a one-statement command may not send a write on its own")
+        self._sent_writes = True
+        return self._run(sql, params)
+
+    def _run_checked(self, sql: str, params: dict) -> CursorResult:
+        """Run a statement holding expect_rows checks; a failed check becomes a domain exception."""
+        try:
+            return self._run(sql, params)
+        except DBAPIError as e:
+            sqlstate = getattr(e.orig, "sqlstate", None)
+            if sqlstate in (_CONFLICT, _DEADLOCK):
+                raise ConcurrencyConflict(e.orig.diag.message_primary or "a wallet changed") from None
+            if sqlstate == _NOT_RUNNING:
+                raise JobNotRunning() from None
+            raise
 
     # jobs -----------------------------------------------------------------
 
@@ -134,13 +214,23 @@ class WalletStore:
     def finish_job(self, job_id: str, *, status: str, result: dict | None = None,
                    error: dict | None = None, extra_attempts: int = 0) -> float | None:
         """Make a running job final; returns seconds since it was accepted, None if another delivery did it."""
-        sql, params = self._with_pending(_FINISH, {
+        params = {
             "id": job_id, "status": status, "extra_attempts": extra_attempts,
             "result": json.dumps(result) if result is not None else None,
             "error": json.dumps(error) if error is not None else None,
-        })
-        seconds = self._run(sql, params).scalar()
-        return None if seconds is None else float(seconds)
+        }
+        if not self._pending:
+            seconds = self._run(_FINISH, params).scalar()
+            return None if seconds is None else float(seconds)
+        # With writes, a job no longer running must abort the statement: in autocommit nothing else would undo them.
+        sql, params = self._with_pending(_FINISH_CHECKED.format(
+            finish=_FINISH, checks=" AND ".join(self._checks) or "true", not_running=_NOT_RUNNING),
+            params, last_cte=True)
+        try:
+            seconds = self._run_checked(sql, params).one()[1]
+        except JobNotRunning:
+            return None
+        return float(seconds)
 
     def release_job(self, job_id: str, extra_attempts: int = 0) -> None:
         """Put a running job back to queued before it is retried on purpose."""
@@ -155,21 +245,29 @@ class WalletStore:
     # wallets --------------------------------------------------------------
 
     def load_wallets(self, ids: list[str]) -> dict[str, Wallet]:
+        """The wallets that exist among `ids` (from the snapshot when it has them all)."""
+        if self.snapshot is not None:
+            known = self.snapshot.get(ids)
+            if known is not None:
+                return known
         wallets = {}
         for r in self._run(_LOAD_WALLETS, {"ids": ids}).mappings():
             r = dict(r)
             r["limits"] = Limits(r.pop("per_transaction_limit"), r.pop("daily_debit_limit"))
             wallets[r["id"]] = Wallet(**r)
+        if self.snapshot is not None and not (self._pending or self._sent_writes):  # committed state only
+            self.snapshot.remember(wallets.values())
         return wallets
 
     def wallet_row(self, wallet_id: str) -> dict:
-        """The wallet as clients see it, read inside this transaction."""
+        """The wallet as clients see it, read inside this transaction (after this command's writes)."""
+        self.flush()
         return dict(self._run((f"SELECT {WALLET_VIEW_COLUMNS} FROM wallets w WHERE w.id = :id"),
                                       {"id": wallet_id}).mappings().one())
 
     def insert_wallet(self, wallet: Wallet, now: datetime) -> bool:
         """Create a wallet; False if one with that id exists (an earlier delivery)."""
-        res = self._run(("""
+        res = self._write(("""
             INSERT INTO wallets (id, tenant_id, user_id, currency, balance, status, version, created_at, updated_at)
             VALUES (:id, :tenant_id, :user_id, :currency, :balance, :status, :version, :now, :now)
             ON CONFLICT (id) DO NOTHING
@@ -178,15 +276,21 @@ class WalletStore:
         return res.rowcount == 1
 
     def save_wallet(self, wallet: Wallet, now: datetime) -> None:
-        """Write a wallet's new state if nobody changed it since it was read (optimistic lock)."""
-        res = self._run(_SAVE_WALLET, {
+        """Write a wallet's new state if nobody changed it since it was read (optimistic lock).
+
+        Sent with the job's final UPDATE; if the version moved meanwhile, that
+        statement fails as a ConcurrencyConflict and nothing of the command applies.
+        """
+        n = self._defer(_SAVE_WALLET, {
             "id": wallet.id, "balance": wallet.balance, "version": wallet.version, "status": wallet.status,
             "per_transaction": wallet.limits.per_transaction, "daily_debit": wallet.limits.daily_debit,
             "debit_day": wallet.debit_day, "debited_today": wallet.debited_today,
             "expected_version": wallet.version - 1, "now": now,
+            "conflict": f"wallet {wallet.id} changed since version {wallet.version - 1}",
         })
-        if res.rowcount != 1:
-            raise ConcurrencyConflict(f"wallet {wallet.id} changed since version {wallet.version - 1}")
+        # The message is a parameter: the statement's text stays the same, so psycopg can prepare it.
+        self._checks.append(f"expect_rows((SELECT count(*) FROM w{n}), 1, '{_CONFLICT}', :d{n}_conflict)")
+        self.saved_wallets.append(wallet)
 
     # holds ----------------------------------------------------------------
 
@@ -196,6 +300,7 @@ class WalletStore:
         return Hold(**row) if row else None
 
     def hold_row(self, hold_id: str) -> dict:
+        self.flush()
         return dict(self._run(("SELECT * FROM holds WHERE id = :id"), {"id": hold_id}).mappings().one())
 
     def due_holds(self, limit: int) -> list[str]:
@@ -205,7 +310,7 @@ class WalletStore:
             {"n": limit}).scalars().all()
 
     def insert_hold(self, hold: Hold, *, job: ClaimedJob, currency: str, now: datetime) -> None:
-        self._run(("""
+        self._write(("""
             INSERT INTO holds (id, job_id, tenant_id, wallet_id, currency, amount, captured_amount, status,
                                expires_at, reference, created_at, updated_at)
             VALUES (:id, :job_id, :tenant_id, :wallet_id, :currency, :amount, 0, :status, :expires_at, :reference,
@@ -216,7 +321,7 @@ class WalletStore:
 
     def save_hold(self, hold: Hold, now: datetime) -> None:
         """Settle an active hold (captured, voided, expired); conflicts if it was settled meanwhile."""
-        res = self._run(("""
+        res = self._write(("""
             UPDATE holds SET status = :status, captured_amount = :captured, updated_at = :now, released_at = :now
              WHERE id = :id AND status = 'active'
         """), {"id": hold.id, "status": hold.status, "captured": hold.captured_amount, "now": now})
@@ -240,7 +345,7 @@ class WalletStore:
 
     def add_reversed(self, entry_id: str, amount, expected_reversed) -> None:
         """Count a reversal against its original (optimistic: the amount read must be unchanged)."""
-        res = self._run(("""
+        res = self._write(("""
             UPDATE journal_entries SET reversed_amount = reversed_amount + :amount
              WHERE id = CAST(:id AS uuid) AND reversed_amount = :expected
         """), {"id": entry_id, "amount": amount, "expected": expected_reversed})
@@ -298,32 +403,42 @@ class WalletStore:
 
     # one round trip for the writes of a command ------------------------------
 
-    def _defer(self, sql: str, params: dict) -> None:
-        """Keep an INSERT to send with the job's final UPDATE: one statement instead of several.
+    def _defer(self, sql: str, params: dict) -> int:
+        """Keep a write to send with the job's final UPDATE: one statement instead of several.
 
-        Only inserts whose rows nothing in the transaction reads back are deferred
-        (journal, postings, outbox); wallet and hold updates run at once, so the
-        outbox ids are still allocated after the wallet rows are locked.
+        Returns n: its CTE is `w{n}` and its parameters `d{n}_<name>`. Wallet saves are checked
+        there (expect_rows); the journal, postings and outbox inserts run after
+        the checks, so outbox ids are allocated after the wallet rows are locked.
         """
         n = len(self._pending)
         renamed = {f"d{n}_{k}": v for k, v in params.items()}
         for key in sorted(params, key=len, reverse=True):
             sql = sql.replace(f":{key}", f":d{n}_{key}")
         self._pending.append((sql, renamed))
+        return n
 
-    def _with_pending(self, statement: str, params: dict) -> tuple[str, dict]:
-        """The statement preceded by the deferred inserts as data-modifying CTEs."""
+    def _with_pending(self, statement: str, params: dict, last_cte: bool = False) -> tuple[str, dict]:
+        """The statement preceded by the deferred writes as data-modifying CTEs.
+
+        With `last_cte`, `statement` starts with one more CTE of its own.
+        """
         if not self._pending:
-            return statement, params
+            return (f"WITH {statement}" if last_cte else statement), params
         ctes = ",\n".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(self._pending))
         merged = dict(params)
         for _, p in self._pending:
             merged.update(p)
         self._pending.clear()
-        return f"WITH {ctes}\n{statement}", merged
+        self._checks.clear()
+        return f"WITH {ctes}{',' if last_cte else ''}\n{statement}", merged
 
     def flush(self) -> None:
-        """Send the deferred inserts now (for a change that does not finish a job)."""
-        if self._pending:
-            sql, params = self._with_pending("SELECT 1", {})
-            self._run(sql, params)
+        """Send the deferred writes now (before a read-back, or for a change that does not finish a job)."""
+        if not self._pending:
+            return
+        if self.one_statement:
+            raise RuntimeError("a one-statement command may not send its writes before the job's final UPDATE")
+        checks = " AND ".join(self._checks) or "true"
+        sql, params = self._with_pending(f"SELECT {checks}", {})
+        self._sent_writes = True
+        self._run_checked(sql, params)

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 
 from app.adapters import command_queue
-from app.adapters.db import engine
-from app.adapters.store import ClaimedJob, WalletStore
+from app.adapters.db import autocommit, engine
+from app.adapters.store import ClaimedJob, WalletSnapshot, WalletStore
 from app.config import settings
 from app.domain import commands
 from app.domain.errors import AttemptsExhausted, BusinessRuleViolation, ConcurrencyConflict
 from app.observability import logs, metrics
-from app.services.handlers import HANDLERS
+from app.services.handlers import HANDLERS, ONE_STATEMENT, wallets_named
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _backoff_seconds(attempt: int) -> float:
 
 def execute_job(job_id: str) -> Outcome:
     """Apply a job's command once; raises RetryLater when it must run again."""
-    with engine().begin() as conn:
+    with autocommit() as conn:
         job = WalletStore(conn).claim_job(job_id)
     if job is None:
         return Outcome(job_id, "already_final")
@@ -80,7 +80,7 @@ def execute_queued_jobs(delivery_id: str, *, batch_size: int, budget: int, budge
     tasks (which count the lost delivery). A job that needs another try (still
     contended, or an unexpected error) goes to its own task with a delay.
     """
-    with engine().begin() as conn:
+    with autocommit() as conn:
         orphans = WalletStore(conn).hand_off_orphans(delivery_id)
     for job_id in orphans:
         command_queue.enqueue(job_id)
@@ -90,15 +90,19 @@ def execute_queued_jobs(delivery_id: str, *, batch_size: int, budget: int, budge
     deadline = time.monotonic() + budget_s
     while ran < budget and time.monotonic() < deadline:
         command_queue.clear_wake()  # before the claim: a job committed after this wakes another batch task
-        with engine().begin() as conn:
-            jobs = WalletStore(conn).claim_batch(delivery_id, min(batch_size, budget - ran))
+        snapshot = WalletSnapshot()  # the claimed jobs' wallets, read once for the batch
+        with autocommit() as conn:
+            store = WalletStore(conn, snapshot=snapshot)
+            jobs = store.claim_batch(delivery_id, min(batch_size, budget - ran))
+            if jobs:
+                store.load_wallets(sorted({w for job in jobs for w in wallets_named(job.payload)}))
         if not jobs:
             return BatchOutcome(ran, handed_off, more=False)
         for job in jobs:
             ran += 1
             logs.job_id_var.set(job.id)
             try:
-                _run(job)
+                _run(job, snapshot)
             except RetryLater as later:  # already released to queued
                 command_queue.enqueue(job.id, countdown=later.countdown)
                 handed_off += 1
@@ -114,8 +118,13 @@ def execute_queued_jobs(delivery_id: str, *, batch_size: int, budget: int, budge
     return BatchOutcome(ran, handed_off, more=True)
 
 
-def _run(job: ClaimedJob) -> Outcome:
-    """Apply a claimed job's command once; raises RetryLater when it must run again."""
+def _run(job: ClaimedJob, snapshot: WalletSnapshot | None = None) -> Outcome:
+    """Apply a claimed job's command once; raises RetryLater when it must run again.
+
+    Fund, withdraw and transfer are one statement in autocommit (no BEGIN or
+    COMMIT); the other commands run in a transaction. `snapshot` holds wallets
+    already read for the batch: a stale one only costs a conflict and a re-read.
+    """
     s = settings()
     job_id = job.id
     logs.request_id_var.set(job.request_id)
@@ -125,18 +134,24 @@ def _run(job: ClaimedJob) -> Outcome:
 
     handler = HANDLERS[job.type]
     command = commands.from_payload(job.type, job.payload)
+    one_statement = job.type in ONE_STATEMENT
+    snapshot = snapshot or WalletSnapshot()
     conflicts = 0
     for attempt in range(s.conflict_retries_in_task + 1):
+        store = None
         try:
-            with engine().begin() as conn:
-                store = WalletStore(conn)
+            with autocommit() if one_statement else engine().begin() as conn:
+                store = WalletStore(conn, one_statement=one_statement, snapshot=snapshot)
                 result = handler(store, job, command)
                 seconds = store.finish_job(job_id, status="succeeded", result=result, extra_attempts=conflicts)
                 if seconds is None:
                     raise _AlreadyFinal()
+            snapshot.remember(store.saved_wallets)  # committed: the batch's next command may start from here
             _report(job, "succeeded", None, seconds, conflicts)
             return Outcome(job_id, "succeeded", conflicts)
         except ConcurrencyConflict:
+            if store is not None:
+                snapshot.forget(store.saved_wallets)  # read them afresh on the retry
             conflicts += 1
             time.sleep(_backoff_seconds(attempt))
         except BusinessRuleViolation as error:
@@ -149,7 +164,7 @@ def _run(job: ClaimedJob) -> Outcome:
                 return Outcome(job_id, "already_final", conflicts)
             raise
     # Still contended: give the slot back and come again, never fail the job for it.
-    with engine().begin() as conn:
+    with autocommit() as conn:
         WalletStore(conn).release_job(job_id, extra_attempts=conflicts)
     metrics.shared().inc("wallet_optimistic_lock_conflicts_total", amount=conflicts) \
         .inc("wallet_command_retries_total", "conflicts").send()
@@ -158,19 +173,19 @@ def _run(job: ClaimedJob) -> Outcome:
 
 def release(job_id: str) -> None:
     """Hand a running job back to the queue before a deliberate retry."""
-    with engine().begin() as conn:
+    with autocommit() as conn:
         WalletStore(conn).release_job(job_id)
 
 
 def fail_unexpected(job_id: str) -> None:
     """End a job whose command keeps raising an unexpected error (a bug) as failed."""
-    with engine().begin() as conn:
+    with autocommit() as conn:
         WalletStore(conn).finish_job(job_id, status="failed", error={
             "code": "INTERNAL_ERROR", "message": "the command could not be executed; the error has been logged"})
 
 
 def _fail(job: ClaimedJob, error: BusinessRuleViolation, conflicts: int) -> Outcome:
-    with engine().begin() as conn:
+    with autocommit() as conn:
         seconds = WalletStore(conn).finish_job(
             job.id, status="failed", error={"code": error.code, "message": error.message}, extra_attempts=conflicts,
         )

@@ -166,6 +166,16 @@ def void_hold(store: WalletStore, job: ClaimedJob, cmd: commands.VoidHold) -> di
     return hold_view(store.hold_row(hold.id), now)
 
 
+# Commands whose handler only reads and then writes through the store's deferred
+# statement: they run as that one statement in autocommit (WalletStore one_statement).
+ONE_STATEMENT = frozenset({commands.FUND, commands.WITHDRAW, commands.TRANSFER})
+
+
+def wallets_named(payload: dict) -> list[str]:
+    """The wallets a command's payload names, to read ahead for a batch (holds and reversals find theirs later)."""
+    return [w for w in (payload.get("wallet_id"), payload.get("to_wallet_id")) if w]
+
+
 HANDLERS = {
     commands.CREATE_WALLET: create_wallet,
     commands.FUND: fund,

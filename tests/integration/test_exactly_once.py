@@ -99,7 +99,12 @@ def test_the_sweeper_reenqueues_a_job_whose_task_was_lost(client):
 
 @pytest.mark.usefixtures("worker")
 def test_a_worker_killed_mid_task_leaves_the_job_to_finish_exactly_once(client):
-    """SIGKILL the pool process while its transaction waits on a row lock we hold."""
+    """SIGKILL the pool process while its command's statement waits on a row lock we hold.
+
+    The statement is autocommit: the dead worker's PostgreSQL backend still runs
+    it once the lock is free, while the redelivered task runs the job again.
+    Exactly one of them may apply it.
+    """
     wallet_id = create_wallet(client)
     with engine().connect() as blocker:
         blocker.begin()
@@ -116,6 +121,8 @@ def test_a_worker_killed_mid_task_leaves_the_job_to_finish_exactly_once(client):
         victim = wait_for(blocked_worker_pid, timeout=20, what="a worker to block on the wallet row")
         assert victim != os.getpid()
         os.kill(victim, signal.SIGKILL)
+        # The redelivery claims the job (counting the lost delivery) and queues behind the orphaned statement.
+        wait_for(lambda: job_row(job_id)["lost_deliveries"] == 1, timeout=30, what="the job to be redelivered")
         blocker.rollback()
     job = wait_job(client, job_id, timeout=60)
     assert job["status"] == "succeeded"
