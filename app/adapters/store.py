@@ -109,13 +109,45 @@ _HAND_OFF_ORPHANS = """
  RETURNING id::text
 """
 
+# A command's rows travel as JSON, one parameter per row or set of rows, read back
+# with json_populate_record(set): the statement's text and its parameter count stay
+# small and fixed, so psycopg caches its parsing and prepares it on the server (it
+# does neither for statements over 4 KiB or 50 parameters).
 _SAVE_WALLET = """
-    UPDATE wallets SET balance = :balance, version = :version, status = :status,
-           per_transaction_limit = :per_transaction, daily_debit_limit = :daily_debit,
-           debit_day = :debit_day, debited_today = :debited_today, updated_at = :now
-     WHERE id = :id AND version = :expected_version
+    UPDATE wallets AS w
+       SET balance = r.balance, version = r.version, status = r.status,
+           per_transaction_limit = r.per_transaction_limit, daily_debit_limit = r.daily_debit_limit,
+           debit_day = r.debit_day, debited_today = r.debited_today, updated_at = r.updated_at
+      FROM json_populate_record(NULL::wallets, CAST(:row AS json)) AS r
+     WHERE w.id = r.id AND w.version = r.version - 1
  RETURNING 1
 """
+
+_ENTRY_COLUMNS = ("id, job_id, tenant_id, type, currency, amount, wallet_id, counterparty_wallet_id, balance_after,"
+                  " counterparty_balance_after, reference, request_id, created_at, reverses_entry_id, hold_id")
+_INSERT_ENTRY = f"""
+    INSERT INTO journal_entries ({_ENTRY_COLUMNS})
+    SELECT {_ENTRY_COLUMNS} FROM json_populate_record(NULL::journal_entries, CAST(:row AS json))
+"""
+
+_POSTING_COLUMNS = "entry_id, job_id, account, wallet_id, currency, amount, balance_after, wallet_version, created_at"
+_INSERT_POSTINGS = f"""
+    INSERT INTO postings ({_POSTING_COLUMNS})
+    SELECT {_POSTING_COLUMNS} FROM json_populate_recordset(NULL::postings, CAST(:rows AS json))
+"""
+
+# Outbox ids follow the events' order in the command (the relay publishes in id order).
+_INSERT_EVENTS = """
+    INSERT INTO outbox (aggregatetype, aggregateid, type, payload, created_at)
+    SELECT 'wallet', e.payload->>'wallet_id', e.payload->>'event_type', e.payload, now()
+      FROM jsonb_array_elements(CAST(:events AS jsonb)) WITH ORDINALITY AS e(payload, n)
+     ORDER BY e.n
+"""
+
+
+def _json(value) -> str:
+    """JSON for PostgreSQL to read into typed columns: Decimal, date and datetime as their exact text."""
+    return json.dumps(value, default=str, separators=(",", ":"))
 
 # `held` counts active holds not yet past expiry: an expired hold stops
 # reserving money at expires_at, before the sweeper marks it.
@@ -281,14 +313,11 @@ class WalletStore:
         Sent with the job's final UPDATE; if the version moved meanwhile, that
         statement fails as a ConcurrencyConflict and nothing of the command applies.
         """
-        n = self._defer(_SAVE_WALLET, {
+        n = self._defer(_SAVE_WALLET, {"row": _json({
             "id": wallet.id, "balance": wallet.balance, "version": wallet.version, "status": wallet.status,
-            "per_transaction": wallet.limits.per_transaction, "daily_debit": wallet.limits.daily_debit,
-            "debit_day": wallet.debit_day, "debited_today": wallet.debited_today,
-            "expected_version": wallet.version - 1, "now": now,
-            "conflict": f"wallet {wallet.id} changed since version {wallet.version - 1}",
-        })
-        # The message is a parameter: the statement's text stays the same, so psycopg can prepare it.
+            "per_transaction_limit": wallet.limits.per_transaction, "daily_debit_limit": wallet.limits.daily_debit,
+            "debit_day": wallet.debit_day, "debited_today": wallet.debited_today, "updated_at": now,
+        }), "conflict": f"wallet {wallet.id} changed since version {wallet.version - 1}"})
         self._checks.append(f"expect_rows((SELECT count(*) FROM w{n}), 1, '{_CONFLICT}', :d{n}_conflict)")
         self.saved_wallets.append(wallet)
 
@@ -357,36 +386,22 @@ class WalletStore:
         entry_id = str(uuid.uuid4())
         wallet_after = entry.wallet_after(entry.wallet_id)
         counterparty_after = entry.wallet_after(entry.counterparty_wallet_id)
-        self._defer("""
-            INSERT INTO journal_entries (id, job_id, tenant_id, type, currency, amount, wallet_id,
-                counterparty_wallet_id, balance_after, counterparty_balance_after, reference, request_id, created_at,
-                reverses_entry_id, hold_id)
-            VALUES (CAST(:id AS uuid), CAST(:job_id AS uuid), :tenant_id, :type, :currency, CAST(:amount AS numeric),
-                CAST(:wallet_id AS uuid), CAST(:counterparty_wallet_id AS uuid), CAST(:balance_after AS numeric),
-                CAST(:counterparty_balance_after AS numeric), :reference, :request_id, CAST(:now AS timestamptz),
-                CAST(:reverses_entry_id AS uuid), CAST(:hold_id AS uuid))
-        """, {
-            "reverses_entry_id": entry.reverses_entry_id, "hold_id": hold_id,
+        self._defer(_INSERT_ENTRY, {"row": _json({
             "id": entry_id, "job_id": job.id, "tenant_id": job.tenant_id, "type": entry.type,
             "currency": entry.currency, "amount": entry.amount, "wallet_id": entry.wallet_id,
             "counterparty_wallet_id": entry.counterparty_wallet_id,
             "balance_after": wallet_after.balance if wallet_after else None,
             "counterparty_balance_after": counterparty_after.balance if counterparty_after else None,
-            "reference": entry.reference, "request_id": job.request_id, "now": now,
-        })
-        rows, params = [], {"entry_id": entry_id, "job_id": job.id, "currency": entry.currency, "now": now}
-        for i, p in enumerate(entry.postings):
-            rows.append(f"(CAST(:entry_id AS uuid), CAST(:job_id AS uuid), :account{i}, CAST(:wallet{i} AS uuid),"
-                        f" :currency, CAST(:amount{i} AS numeric), CAST(:balance{i} AS numeric),"
-                        f" CAST(:version{i} AS bigint), CAST(:now AS timestamptz))")
-            params.update({
-                f"account{i}": p.account, f"amount{i}": p.amount,
-                f"wallet{i}": p.wallet_after.id if p.wallet_after else None,
-                f"balance{i}": p.wallet_after.balance if p.wallet_after else None,
-                f"version{i}": p.wallet_after.version if p.wallet_after else None,
-            })
-        self._defer("INSERT INTO postings (entry_id, job_id, account, wallet_id, currency, amount, balance_after,"
-                    " wallet_version, created_at) VALUES " + ", ".join(rows), params)
+            "reference": entry.reference, "request_id": job.request_id, "created_at": now,
+            "reverses_entry_id": entry.reverses_entry_id, "hold_id": hold_id,
+        })})
+        self._defer(_INSERT_POSTINGS, {"rows": _json([{
+            "entry_id": entry_id, "job_id": job.id, "account": p.account, "currency": entry.currency,
+            "amount": p.amount, "created_at": now,
+            "wallet_id": p.wallet_after.id if p.wallet_after else None,
+            "balance_after": p.wallet_after.balance if p.wallet_after else None,
+            "wallet_version": p.wallet_after.version if p.wallet_after else None,
+        } for p in entry.postings])})
         return entry_id
 
     def add_events(self, events: list[dict]) -> None:
@@ -394,12 +409,7 @@ class WalletStore:
 
         A statement trigger NOTIFYs the relay (migration 0005), so it wakes at commit, not at its next poll.
         """
-        rows, params = [], {}
-        for i, e in enumerate(events):
-            rows.append(f"('wallet', :key{i}, :type{i}, CAST(:payload{i} AS jsonb), now())")
-            params.update({f"key{i}": e["wallet_id"], f"type{i}": e["event_type"], f"payload{i}": json.dumps(e)})
-        self._defer("INSERT INTO outbox (aggregatetype, aggregateid, type, payload, created_at) VALUES "
-                    + ", ".join(rows), params)
+        self._defer(_INSERT_EVENTS, {"events": json.dumps(events)})
 
     # one round trip for the writes of a command ------------------------------
 
