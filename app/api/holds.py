@@ -19,7 +19,7 @@ bp = Blueprint("holds", __name__)
 
 @bp.post("/wallets/<wallet_id>/holds")
 def place_hold(wallet_id: str):
-    body = load(PlaceHoldSchema(), json_body())
+    body = load(PlaceHoldSchema, json_body())
     wallet, = command_wallets(wallet_id)
     return accept(commands.PLACE_HOLD, commands.PlaceHold(
         hold_id=str(uuid.uuid4()), wallet_id=str(wallet["id"]), amount=amount_in(wallet["currency"], body["amount"]),
@@ -34,7 +34,7 @@ def get_hold(hold_id: str):
 
 @bp.post("/holds/<hold_id>/capture")
 def capture_hold(hold_id: str):
-    body = load(CaptureHoldSchema(), json_body())
+    body = load(CaptureHoldSchema, json_body())
     hold = require_hold(hold_id)
     amount = amount_in(hold["currency"], body["amount"])
     if amount is not None and amount > hold["amount"]:
@@ -51,6 +51,6 @@ def capture_hold(hold_id: str):
 
 @bp.post("/holds/<hold_id>/void")
 def void_hold(hold_id: str):
-    load(EmptySchema(), json_body())
+    load(EmptySchema, json_body())
     hold = require_hold(hold_id)
     return accept(commands.VOID_HOLD, commands.VoidHold(hold_id=str(hold["id"])))

@@ -15,7 +15,7 @@ bp = Blueprint("movements", __name__)
 
 @bp.post("/wallets/<wallet_id>/fund")
 def fund(wallet_id: str):
-    body = load(FundSchema(), json_body())
+    body = load(FundSchema, json_body())
     wallet, = command_wallets(wallet_id)
     return accept(commands.FUND, commands.Fund(
         wallet_id=str(wallet["id"]), amount=amount_in(wallet["currency"], body["amount"]),
@@ -24,7 +24,7 @@ def fund(wallet_id: str):
 
 @bp.post("/wallets/<wallet_id>/withdraw")
 def withdraw(wallet_id: str):
-    body = load(WithdrawSchema(), json_body())
+    body = load(WithdrawSchema, json_body())
     wallet, = command_wallets(wallet_id)
     return accept(commands.WITHDRAW, commands.Withdraw(
         wallet_id=str(wallet["id"]), amount=amount_in(wallet["currency"], body["amount"]),
@@ -33,7 +33,7 @@ def withdraw(wallet_id: str):
 
 @bp.post("/wallets/<wallet_id>/transfer")
 def transfer(wallet_id: str):
-    body = load(TransferSchema(), json_body())
+    body = load(TransferSchema, json_body())
     to_wallet_id = str(body["to_wallet_id"])
     if to_wallet_id == wallet_id.lower():
         raise validation_failed({"to_wallet_id": ["must be a different wallet than the source"]})

@@ -67,8 +67,8 @@ def amount_in(currency: str, value: str | None, field: str = "amount") -> Decima
 
 
 def page_args() -> dict:
-    return load(PageQuerySchema(), request.args.to_dict())
+    return load(PageQuerySchema, request.args.to_dict())
 
 
-def query_args(schema) -> dict:
-    return load(schema, request.args.to_dict())
+def query_args(schema_class) -> dict:
+    return load(schema_class, request.args.to_dict())

@@ -66,10 +66,21 @@ class PageQuerySchema(Schema):
     cursor = fields.String(load_default=None, validate=validate.Length(1, 500))
 
 
-def load(schema: Schema, data) -> dict:
-    """Validate data (raises ValidationError → 422)."""
+_INSTANCES: dict[type[Schema], Schema] = {}
+
+
+def load(schema_class: type[Schema], data) -> dict:
+    """Validate data (raises ValidationError → 422).
+
+    One instance per schema class, shared by requests and threads: building a
+    Schema deep-copies its fields (~0.4 ms, a tenth of a command request), and
+    load() keeps no state on the instance.
+    """
     if not isinstance(data, dict):
         raise ValidationError({"_schema": ["the body must be a JSON object"]})
+    schema = _INSTANCES.get(schema_class)
+    if schema is None:
+        schema = _INSTANCES[schema_class] = schema_class()
     return schema.load(data)
 
 

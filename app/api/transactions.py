@@ -23,7 +23,7 @@ def get_transaction(transaction_id: str):
 
 @bp.post("/transactions/<transaction_id>/reverse")
 def reverse(transaction_id: str):
-    body = load(ReverseSchema(), json_body())
+    body = load(ReverseSchema, json_body())
     original = require_transaction(transaction_id)
     if original["type"] not in REVERSIBLE_TYPES:
         raise validation_failed({"transaction_id": [f"a {original['type']} cannot be reversed; only "

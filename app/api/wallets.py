@@ -22,7 +22,7 @@ bp = Blueprint("wallets", __name__)
 
 @bp.post("/wallets")
 def create_wallet():
-    body = load(CreateWalletSchema(), json_body())
+    body = load(CreateWalletSchema, json_body())
     return accept(commands.CREATE_WALLET, commands.CreateWallet(
         wallet_id=str(uuid.uuid4()), user_id=body["user_id"], currency=body["currency"]))
 
@@ -53,28 +53,28 @@ def list_transactions(wallet_id: str):
 
 @bp.post("/wallets/<wallet_id>/freeze")
 def freeze(wallet_id: str):
-    body = load(FreezeSchema(), json_body())
+    body = load(FreezeSchema, json_body())
     require_wallet(wallet_id)
     return accept(commands.FREEZE, commands.Freeze(wallet_id=wallet_id.lower(), reason=body["reason"]))
 
 
 @bp.post("/wallets/<wallet_id>/unfreeze")
 def unfreeze(wallet_id: str):
-    load(EmptySchema(), json_body())
+    load(EmptySchema, json_body())
     require_wallet(wallet_id)
     return accept(commands.UNFREEZE, commands.Unfreeze(wallet_id=wallet_id.lower()))
 
 
 @bp.post("/wallets/<wallet_id>/close")
 def close(wallet_id: str):
-    load(EmptySchema(), json_body())
+    load(EmptySchema, json_body())
     require_wallet(wallet_id)
     return accept(commands.CLOSE, commands.Close(wallet_id=wallet_id.lower()))
 
 
 @bp.put("/wallets/<wallet_id>/limits")
 def set_limits(wallet_id: str):
-    body = load(LimitsSchema(), json_body())
+    body = load(LimitsSchema, json_body())
     wallet = require_wallet(wallet_id)
     currency = wallet["currency"]
     return accept(commands.SET_LIMITS, commands.SetLimits(
@@ -85,7 +85,7 @@ def set_limits(wallet_id: str):
 
 @bp.get("/wallets/<wallet_id>/balance")
 def balance(wallet_id: str):
-    args = query_args(BalanceQuerySchema())
+    args = query_args(BalanceQuerySchema)
     wallet = require_wallet(wallet_id)
     as_of = args["as_of"]
     if as_of is not None and as_of > datetime.now(timezone.utc):
@@ -95,7 +95,7 @@ def balance(wallet_id: str):
 
 @bp.get("/wallets/<wallet_id>/statement")
 def statement(wallet_id: str):
-    args = query_args(StatementQuerySchema())
+    args = query_args(StatementQuerySchema)
     wallet = require_wallet(wallet_id)
     if args["from_"] and args["to"] and args["from_"] > args["to"]:
         raise validation_failed({"from": ["must not be after 'to'"]})
