@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, CursorResult, Engine, create_engine
+from sqlalchemy import Connection, CursorResult, Engine, create_engine, event, exc
 
 from app.config import settings
 
@@ -15,14 +16,37 @@ _engine_pid: int | None = None
 _options = {"pool_pre_ping": True}
 
 
+# The APIs ping a pooled connection before use only when it sat idle this long.
+PING_AFTER_IDLE_S = 1.0
+
+
 def configure(*, pool_pre_ping: bool) -> None:
     """Engine options for this process, before its engine is made.
 
-    Workers turn the pre-ping off (two round trips per command): a connection
-    found dead raises a transient error, the pool is invalidated and the task
-    is retried. The APIs keep it, so a restart of PostgreSQL costs no request.
+    Workers turn the pre-ping off: a connection found dead raises a transient
+    error, the pool is invalidated and the task is retried. The APIs ping a
+    connection that sat idle for PING_AFTER_IDLE_S, so a restart of PostgreSQL
+    while they are quiet costs no request; under load connections come back to
+    work within milliseconds and skip the round trip (a restart then fails the
+    requests in flight, which the first disconnect error turns into a fresh pool).
     """
     _options["pool_pre_ping"] = pool_pre_ping
+
+
+def _ping_idle_connections(new_engine: Engine) -> None:
+    @event.listens_for(new_engine, "connect")
+    @event.listens_for(new_engine, "checkin")
+    def _idle_from_now(_dbapi_connection, record, *_):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(new_engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy):
+        if time.monotonic() - record.info.get("idle_since", float("-inf")) < PING_AFTER_IDLE_S:
+            return
+        try:
+            new_engine.dialect.do_ping(dbapi_connection)
+        except new_engine.dialect.loaded_dbapi.Error as e:
+            raise exc.DisconnectionError(f"pooled connection is dead: {e}") from e  # the pool takes a fresh one
 
 
 def engine() -> Engine:
@@ -37,13 +61,14 @@ def engine() -> Engine:
             s.database_url,
             pool_size=int(os.environ.get("DB_POOL_SIZE", 10)),
             max_overflow=int(os.environ.get("DB_MAX_OVERFLOW", 10)),
-            pool_pre_ping=_options["pool_pre_ping"],
             connect_args={
                 "options": f"-c statement_timeout={s.statement_timeout_ms} -c lock_timeout={s.lock_timeout_ms}",
                 # The pid lets an operator (or a test) find the process behind a backend.
                 "application_name": f"{os.environ.get('DB_APPLICATION_NAME', 'wallet')}:{os.getpid()}",
             },
         )
+        if _options["pool_pre_ping"]:
+            _ping_idle_connections(_engine)
         _engine_pid = os.getpid()
     return _engine
 
