@@ -1,9 +1,12 @@
 """SQL of the read model's writers (history worker, rebuild), on a caller's connection."""
 from __future__ import annotations
 
-from sqlalchemy import Connection, Table, literal_column
+import json
+
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects.postgresql import insert
 
+from app.adapters.db import run_sql
 from history.tables import history_dead_letters, history_events
 
 ROW_COLUMNS = ("event_id", "wallet_id", "event_type", "tenant_id", "user_id", "currency", "amount", "balance_after",
@@ -11,13 +14,20 @@ ROW_COLUMNS = ("event_id", "wallet_id", "event_type", "tenant_id", "user_id", "c
 
 
 def insert_rows(conn: Connection, rows: list[dict], table: Table = history_events) -> int:
-    """Insert history rows, skipping those already stored; returns how many were new."""
+    """Insert history rows, skipping those already stored; returns how many were new.
+
+    The rows travel as one JSON parameter read back with json_populate_recordset:
+    one short statement whatever the batch size (SQLAlchemy's multi-row VALUES
+    processed every value of every row in Python, the history worker's largest cost).
+    """
     if not rows:
         return 0
-    # Batched into multi-row VALUES by SQLAlchemy (insertmanyvalues); RETURNING counts the new rows.
-    stmt = insert(table).on_conflict_do_nothing(index_elements=["event_id", "wallet_id"]).returning(
-        literal_column("1"))
-    return len(conn.execute(stmt, rows).fetchall())
+    columns = ", ".join(f'"{c}"' for c in ROW_COLUMNS)
+    sql = (f"INSERT INTO {table.name} ({columns}) SELECT {columns}"
+           f" FROM json_populate_recordset(NULL::{table.name}, CAST(:rows AS json))"
+           f" ON CONFLICT (event_id, wallet_id) DO NOTHING RETURNING 1")
+    payload = json.dumps([{c: row.get(c) for c in ROW_COLUMNS} for row in rows], default=str, separators=(",", ":"))
+    return len(run_sql(conn, sql, {"rows": payload}).fetchall())
 
 
 def insert_dead_letter(conn: Connection, *, topic: str, partition: int, offset: int, key: bytes | None,
