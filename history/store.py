@@ -1,12 +1,10 @@
 """SQL of the read model's writers (history worker, rebuild), on a caller's connection."""
 from __future__ import annotations
 
-import json
-
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects.postgresql import insert
 
-from app.adapters.db import run_sql
+from app.adapters.db import json_rows, run_sql
 from history.tables import history_dead_letters, history_events
 
 ROW_COLUMNS = ("event_id", "wallet_id", "event_type", "tenant_id", "user_id", "currency", "amount", "balance_after",
@@ -26,7 +24,7 @@ def insert_rows(conn: Connection, rows: list[dict], table: Table = history_event
     sql = (f"INSERT INTO {table.name} ({columns}) SELECT {columns}"
            f" FROM json_populate_recordset(NULL::{table.name}, CAST(:rows AS json))"
            f" ON CONFLICT (event_id, wallet_id) DO NOTHING RETURNING 1")
-    payload = json.dumps([{c: row.get(c) for c in ROW_COLUMNS} for row in rows], default=str, separators=(",", ":"))
+    payload = json_rows([{c: row.get(c) for c in ROW_COLUMNS} for row in rows])
     return len(run_sql(conn, sql, {"rows": payload}).fetchall())
 
 

@@ -1,6 +1,7 @@
 """SQLAlchemy engine, created lazily once per process (fork-safe)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -122,3 +123,13 @@ def run_sql(conn: Connection, sql: str, params: dict) -> CursorResult:
     SQLAlchemy still wraps errors and invalidates a lost connection.
     """
     return conn.exec_driver_sql(_driver_sql(sql), params)
+
+
+def json_rows(value) -> str:
+    """Rows as one JSON parameter, for json_populate_record(set) to read into typed columns.
+
+    Decimal, date and datetime go as their exact text. One parameter per row set
+    keeps a statement short and its text fixed, so psycopg caches its parsing and
+    prepares it (it does neither past 4 KiB or 50 parameters).
+    """
+    return json.dumps(value, default=str, separators=(",", ":"))

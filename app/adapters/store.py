@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import Connection, CursorResult
 from sqlalchemy.exc import DBAPIError
 
-from app.adapters.db import run_sql
+from app.adapters.db import json_rows, run_sql
 from app.domain.errors import ConcurrencyConflict
 from app.domain.holds import Hold
 from app.domain.ledger import Entry, Limits, OriginalEntry, Wallet
@@ -109,10 +109,8 @@ _HAND_OFF_ORPHANS = """
  RETURNING id::text
 """
 
-# A command's rows travel as JSON, one parameter per row or set of rows, read back
-# with json_populate_record(set): the statement's text and its parameter count stay
-# small and fixed, so psycopg caches its parsing and prepares it on the server (it
-# does neither for statements over 4 KiB or 50 parameters).
+# A command's rows travel as JSON, one parameter per row or set of rows (db.json_rows),
+# read back with json_populate_record(set).
 _SAVE_WALLET = """
     UPDATE wallets AS w
        SET balance = r.balance, version = r.version, status = r.status,
@@ -143,11 +141,6 @@ _INSERT_EVENTS = """
       FROM jsonb_array_elements(CAST(:events AS jsonb)) WITH ORDINALITY AS e(payload, n)
      ORDER BY e.n
 """
-
-
-def _json(value) -> str:
-    """JSON for PostgreSQL to read into typed columns: Decimal, date and datetime as their exact text."""
-    return json.dumps(value, default=str, separators=(",", ":"))
 
 # `held` counts active holds not yet past expiry: an expired hold stops
 # reserving money at expires_at, before the sweeper marks it.
@@ -313,7 +306,7 @@ class WalletStore:
         Sent with the job's final UPDATE; if the version moved meanwhile, that
         statement fails as a ConcurrencyConflict and nothing of the command applies.
         """
-        n = self._defer(_SAVE_WALLET, {"row": _json({
+        n = self._defer(_SAVE_WALLET, {"row": json_rows({
             "id": wallet.id, "balance": wallet.balance, "version": wallet.version, "status": wallet.status,
             "per_transaction_limit": wallet.limits.per_transaction, "daily_debit_limit": wallet.limits.daily_debit,
             "debit_day": wallet.debit_day, "debited_today": wallet.debited_today, "updated_at": now,
@@ -386,7 +379,7 @@ class WalletStore:
         entry_id = str(uuid.uuid4())
         wallet_after = entry.wallet_after(entry.wallet_id)
         counterparty_after = entry.wallet_after(entry.counterparty_wallet_id)
-        self._defer(_INSERT_ENTRY, {"row": _json({
+        self._defer(_INSERT_ENTRY, {"row": json_rows({
             "id": entry_id, "job_id": job.id, "tenant_id": job.tenant_id, "type": entry.type,
             "currency": entry.currency, "amount": entry.amount, "wallet_id": entry.wallet_id,
             "counterparty_wallet_id": entry.counterparty_wallet_id,
@@ -395,7 +388,7 @@ class WalletStore:
             "reference": entry.reference, "request_id": job.request_id, "created_at": now,
             "reverses_entry_id": entry.reverses_entry_id, "hold_id": hold_id,
         })})
-        self._defer(_INSERT_POSTINGS, {"rows": _json([{
+        self._defer(_INSERT_POSTINGS, {"rows": json_rows([{
             "entry_id": entry_id, "job_id": job.id, "account": p.account, "currency": entry.currency,
             "amount": p.amount, "created_at": now,
             "wallet_id": p.wallet_after.id if p.wallet_after else None,

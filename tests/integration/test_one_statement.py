@@ -5,6 +5,7 @@ running) live inside that statement (`expect_rows`, migration 0007); a failed
 check aborts the statement, so no wallet, journal, outbox or job row changes.
 """
 import uuid
+from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
@@ -51,12 +52,19 @@ def _claimed_transfer(source: str, destination: str, amount: str):
         return WalletStore(conn).claim_job(job_id)
 
 
-def test_a_wallet_changed_after_it_was_read_aborts_the_whole_statement(stack):
+@contextmanager
+def _staged_transfer():
+    """A claimed transfer of 4.00 from a wallet holding 10.00, its writes kept by a one-statement store, not sent."""
     source, destination = _funded_wallet("10.00"), _funded_wallet("0.00")
     job = _claimed_transfer(source, destination, "4.00")
     with autocommit() as conn:
         store = WalletStore(conn, one_statement=True)
         handlers.transfer(store, job, commands.from_payload(job.type, job.payload))
+        yield source, destination, job, store
+
+
+def test_a_wallet_changed_after_it_was_read_aborts_the_whole_statement(stack):
+    with _staged_transfer() as (source, destination, job, store):
         _bump_version(destination)  # the second wallet's check fails after the first wallet's UPDATE ran
         with pytest.raises(ConcurrencyConflict, match=destination):
             store.finish_job(job.id, status="succeeded", result={})
@@ -70,11 +78,7 @@ def test_a_wallet_changed_after_it_was_read_aborts_the_whole_statement(stack):
 
 
 def test_a_job_final_meanwhile_leaves_the_wallets_alone(stack):
-    source, destination = _funded_wallet("10.00"), _funded_wallet("0.00")
-    job = _claimed_transfer(source, destination, "4.00")
-    with autocommit() as conn:
-        store = WalletStore(conn, one_statement=True)
-        handlers.transfer(store, job, commands.from_payload(job.type, job.payload))
+    with _staged_transfer() as (source, _destination, job, store):
         with engine().begin() as other:  # another delivery finished it first (failed: the audit needs no entry)
             other.execute(text("UPDATE jobs SET status = 'failed', completed_at = now() WHERE id = :id"),
                           {"id": job.id})
