@@ -48,11 +48,15 @@ class Pipeline:
         (STATE_DIR / f"{name}.log").unlink(missing_ok=True)  # logs are read by the tests: this run's only
         return name
 
-    def start_relay(self, **env) -> subprocess.Popen:
+    def start_relay(self, wait: bool = False, **env) -> subprocess.Popen:
+        """A relay; with `wait`, return once it holds the relay lock (events are then published at once)."""
         name = self._name("relay")
         proc = self.group.start([sys.executable, "-m", "app.relay"], log_name=name, **env)
         self.log_names[proc.pid] = name
         self.relays.append(proc)
+        if wait:
+            wait_for(lambda: "this relay is active" in self.log_path(proc).read_text(errors="replace"),
+                     timeout=30, what="the relay to take the lead")
         return proc
 
     def start_history_worker(self, wait: bool = False, **env) -> subprocess.Popen:
@@ -120,7 +124,7 @@ def pipeline(stack, processes, worker):
     """Celery worker + one relay + two history workers (a consumer group) + History API (gunicorn)."""
     ensure_topic(stack["KAFKA_BOOTSTRAP_SERVERS"], stack["KAFKA_TOPIC"], PARTITIONS)
     p = Pipeline(processes, stack)
-    p.start_relay()
+    p.start_relay(wait=True)
     p.start_history_worker()
     p.start_history_worker()
     p.start_api()

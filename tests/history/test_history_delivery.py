@@ -198,4 +198,4 @@ def test_broker_stopped_commands_succeed_and_every_event_arrives_once_after_rest
         pipeline.stop(relay)
         pipeline.stop(consumer)
         broker.stop()
-        pipeline.start_relay()
+        pipeline.start_relay(wait=True)  # the next module measures lag from its first event
