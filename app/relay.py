@@ -120,6 +120,31 @@ def _warn_if_slow(rows: int, fetch_s: float, publish_s: float, mark_s: float) ->
                                     "mark_s": round(mark_s, 3)})
 
 
+def wait_for_commits(conn: psycopg.Connection, timeout: float, debounce: float) -> bool:
+    """Sleep until a worker's commit NOTIFYs (True) or `timeout` passes (False).
+
+    After a notification, wait `debounce` more so the commits landing together
+    leave as one batch (one fetch, one produce, one mark), then drop every
+    pending notification: one fetch serves them all. psycopg's notifies()
+    yields every notification already received (those that arrived during the
+    fetch and the mark pile up by the hundred under load) before it honours
+    `stop_after`, so nothing may be done per notification: the debounce once
+    per notification stalled the relay for minutes at a few hundred commits/s.
+    """
+    if not _notified(conn, timeout):
+        return False
+    time.sleep(debounce)
+    for _ in conn.notifies(timeout=0):
+        pass
+    return True
+
+
+def _notified(conn: psycopg.Connection, timeout: float) -> bool:
+    for _ in conn.notifies(timeout=timeout, stop_after=1):
+        return True  # closes the generator: the rest stay in psycopg's backlog for the drain
+    return False
+
+
 def _lead(conn: psycopg.Connection, stop: StopFlag) -> None:
     s = settings()
     conn.execute("LISTEN outbox")
@@ -147,12 +172,7 @@ def _lead(conn: psycopg.Connection, stop: StopFlag) -> None:
                     continue  # a backlog: next batch at once
                 if len(acked) < len(rows):
                     continue
-            # Sleep until a worker's commit NOTIFYs, or the poll interval passes.
-            for _ in conn.notifies(timeout=s.relay_poll_interval_s, stop_after=1):
-                # Let the commits landing together form one batch (one fetch, one produce, one mark).
-                time.sleep(s.relay_debounce_ms / 1000)
-            for _ in conn.notifies(timeout=0):  # drain: one fetch serves every pending notification
-                pass
+            wait_for_commits(conn, s.relay_poll_interval_s, s.relay_debounce_ms / 1000)
     finally:
         publisher.close()
 
