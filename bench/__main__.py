@@ -112,6 +112,16 @@ def main(argv=None) -> int:
             sc["ceiling"] = runner.ceiling(args.ceiling_tasks)
             ceiling_rate = sc["ceiling"]["completed_per_s"]
             say(f"ceiling: {ceiling_rate:.0f} no-op tasks/s")
+
+        def fresh_topic(scenario: str) -> None:
+            """Each load scenario on its own Kafka topic (see Stack.fresh_topic), the sampler told the new pids."""
+            stack.fresh_topic(scenario)
+            for kind in ("relay", "history-worker"):
+                if kind in stack.roots:
+                    sampler.add_root(kind, stack.roots[kind])
+
+        if "uniform" in scenarios:
+            fresh_topic("uniform")
         profiler = None
         if args.profile and stack.procs:
             from bench.profile import Profiler, sql_counts
@@ -128,6 +138,7 @@ def main(argv=None) -> int:
                 results["profile"] = analyse_profile(out / "profile", stack, sampler, sql_before,
                                                      sql_counts(opts.count_sql_dir), sc["uniform"])
         if "hot" in scenarios:
+            fresh_topic("hot")
             sc["hot"] = runner.load_scenario("hot", "hot", args.duration, args.warmup, ceiling_rate,
                                              max_outstanding=args.max_outstanding)
             results["hot_wallet_check"] = runner.hot_wallet_check(sc["hot"], "0.01", "1000000000.00")
@@ -136,9 +147,11 @@ def main(argv=None) -> int:
             rate = args.half_rate or (0.5 * sc["uniform"]["completed_per_s"] if "uniform" in sc else None)
             if not rate:
                 raise SystemExit("half_load needs uniform in the same run or --half-rate")
+            fresh_topic("half_load")
             sc["half_load"] = runner.load_scenario("half_load", "transfer", args.duration, args.warmup, ceiling_rate,
                                                    rate=rate)
         if args.memory:
+            fresh_topic("memory")
             sc["memory"] = runner.memory(args.memory, args.max_outstanding)
         if stack.procs:
             results["audit"] = runner.audit()

@@ -250,7 +250,7 @@ class Runner:
             "processes": self._procs(t_start, max(t_stop, run["t_drained"]), len(done)),
             "timeline": _per_second(sorted(completed_at.tolist()), list(range(1, len(completed_at) + 1)), t_start),
             "lag_series": _lag_series(lag, t_start),
-            "t0": t_start, "t1": t_stop,
+            "t0": t_start, "t1": t_stop, "kafka_topic": self.stack.env.get("KAFKA_TOPIC"),
         }
         return fig
 

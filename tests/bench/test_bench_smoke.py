@@ -43,6 +43,8 @@ def test_bench_smoke(tmp_path):
         for kind in ("api", "celery-main", "celery-pool", "relay", "history-worker", "loadgen"):
             assert kind in fig["processes"], (name, kind)
             assert {"cpu_s", "peak_rss_mb", "cpu_ms_per_command"} <= set(fig["processes"][kind])
+    # Each load scenario on its own topic: tansu slows as a topic grows (bench.stack.Stack.fresh_topic).
+    assert len({sc[name]["kafka_topic"] for name in ("uniform", "hot", "half_load", "memory")}) == 4
     assert sc["half_load"]["offered_rate"] > 0
     assert set(sc["memory"]["rss_slope"]) == {"api", "celery-main", "celery-pool"}
     assert results["hot_wallet_check"]["lost_updates"] is False
