@@ -36,6 +36,9 @@ class Settings:
     claim_batch_size: int
     batch_task_max_jobs: int
     batch_task_max_seconds: float
+    # A batch task that finds the queue empty holds the wake flag this long and claims once more
+    # (0 = leave at once): commands arriving meanwhile need no Celery message of their own.
+    batch_task_linger_ms: float
     task_soft_time_limit: int
     task_time_limit: int
     # The sweeper re-enqueues jobs queued or running longer than these.
@@ -88,6 +91,7 @@ def settings() -> Settings:
         claim_batch_size=_int("CLAIM_BATCH_SIZE", 10),
         batch_task_max_jobs=_int("BATCH_TASK_MAX_JOBS", 200),
         batch_task_max_seconds=_float("BATCH_TASK_MAX_SECONDS", 2.0),
+        batch_task_linger_ms=_float("BATCH_TASK_LINGER_MS", 10.0),
         task_soft_time_limit=_int("TASK_SOFT_TIME_LIMIT", 30),
         task_time_limit=hard_limit,
         requeue_queued_after_s=_int("REQUEUE_QUEUED_AFTER_S", 30),

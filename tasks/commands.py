@@ -42,7 +42,8 @@ def execute_commands(self) -> int:
     s = settings()
     try:
         outcome = executor.execute_queued_jobs(self.request.id, batch_size=s.claim_batch_size,
-                                               budget=s.batch_task_max_jobs, budget_s=s.batch_task_max_seconds)
+                                               budget=s.batch_task_max_jobs, budget_s=s.batch_task_max_seconds,
+                                               linger_s=s.batch_task_linger_ms / 1000)
     except TRANSIENT as exc:  # what it claimed and did not finish is handed off by the next delivery
         raise self.retry(exc=exc, countdown=min(30.0, 0.5 * 2 ** self.request.retries))
     if outcome.more:

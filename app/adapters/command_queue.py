@@ -21,9 +21,10 @@ EXECUTE_COMMAND = "wallet.execute_command"
 EXECUTE_COMMANDS = "wallet.execute_commands"
 COMMANDS_QUEUE = "commands"
 
-# Set while a batch task is published and has not started claiming. Its TTL
-# bounds how long a lost batch task can leave jobs waiting (then the next
-# command, or the sweeper, wakes another).
+# Set while a batch task is published and has not started claiming, or while
+# a batch task lingers before its next claim. Its TTL bounds how long a lost
+# batch task can leave jobs waiting (then the next command, or the sweeper,
+# wakes another).
 WAKE_FLAG = "wallet:commands:wake"
 WAKE_FLAG_TTL_MS = 2000
 
@@ -64,6 +65,20 @@ def wake() -> bool:
         return True
     clear_wake()
     return False
+
+
+def take_wake() -> bool:
+    """Set the wake flag for a batch task that will claim again shortly (True), unless it is set already.
+
+    While it is set, accepted commands publish no task: the caller's next
+    claim (after clear_wake) will see them. False when another batch task holds
+    the flag (it will claim) or Redis did not answer.
+    """
+    try:
+        return bool(redis_client.client().set(WAKE_FLAG, "1", nx=True, px=WAKE_FLAG_TTL_MS))
+    except redis.RedisError:
+        log.debug("could not set the wake flag; the batch task ends instead of lingering", exc_info=True)
+        return False
 
 
 def clear_wake() -> None:

@@ -72,13 +72,21 @@ class BatchOutcome:
     more: bool  # stopped at the budget with jobs still queued
 
 
-def execute_queued_jobs(delivery_id: str, *, batch_size: int, budget: int, budget_s: float) -> BatchOutcome:
+def execute_queued_jobs(delivery_id: str, *, batch_size: int, budget: int, budget_s: float,
+                        linger_s: float = 0.0) -> BatchOutcome:
     """Claim queued jobs in batches and run each in its own transaction, up to `budget` jobs or seconds.
 
     `delivery_id` is the batch task's id: what it claimed is marked with it, so
     if this worker dies, the task's next delivery hands those jobs to their own
     tasks (which count the lost delivery). A job that needs another try (still
     contended, or an unexpected error) goes to its own task with a delay.
+
+    When a claim finds nothing, the task lingers: it takes the wake flag, waits
+    `linger_s` and claims again, and leaves only after a second empty claim in
+    a row. Commands accepted while it waits see the flag and publish no task,
+    so at a steady moderate rate one Celery message serves many jobs instead of
+    one or two (each message costs more CPU than running a transfer). If
+    another batch task holds the flag, that one will claim: this one leaves.
     """
     with autocommit() as conn:
         orphans = WalletStore(conn).hand_off_orphans(delivery_id)
@@ -88,6 +96,7 @@ def execute_queued_jobs(delivery_id: str, *, batch_size: int, budget: int, budge
         log.warning("handed %d jobs of a lost delivery to their own tasks", len(orphans))
     ran, handed_off = 0, len(orphans)
     deadline = time.monotonic() + budget_s
+    lingered = False
     while ran < budget and time.monotonic() < deadline:
         command_queue.clear_wake()  # before the claim: a job committed after this wakes another batch task
         snapshot = WalletSnapshot()  # the claimed jobs' wallets, read once for the batch
@@ -97,7 +106,12 @@ def execute_queued_jobs(delivery_id: str, *, batch_size: int, budget: int, budge
             if jobs:
                 store.load_wallets(sorted({w for job in jobs for w in wallets_named(job.payload)}))
         if not jobs:
-            return BatchOutcome(ran, handed_off, more=False)
+            if lingered or linger_s <= 0 or not command_queue.take_wake():
+                return BatchOutcome(ran, handed_off, more=False)
+            lingered = True  # the flag is ours: jobs committed from now on are left to our next claim
+            time.sleep(linger_s)
+            continue
+        lingered = False
         for job in jobs:
             ran += 1
             logs.job_id_var.set(job.id)

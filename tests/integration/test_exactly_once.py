@@ -181,6 +181,47 @@ def test_a_batch_task_claims_queued_jobs_and_runs_each_once(stack):
     assert executor.execute_queued_jobs(delivery, batch_size=3, budget=1000, budget_s=10).ran == 0
 
 
+def test_a_lingering_batch_task_runs_the_jobs_accepted_meanwhile_without_a_task_of_their_own(stack, monkeypatch):
+    """After an empty claim the batch task holds the wake flag and claims once more: a job accepted
+    meanwhile publishes no Celery message and still runs; a second empty claim ends the task."""
+    from app.adapters import command_queue, redis_client
+
+    published = []
+    monkeypatch.setattr(command_queue, "_send", lambda name, **options: published.append(name) or True)
+    redis_client.client().delete(command_queue.WAKE_FLAG)
+    delivery = f"batch-{uuid.uuid4()}"
+    outcome = {}
+    task = threading.Thread(target=lambda: outcome.update(done=executor.execute_queued_jobs(
+        delivery, batch_size=10, budget=1000, budget_s=30, linger_s=1.0)))
+    task.start()
+    try:
+        wait_for(lambda: redis_client.client().exists(command_queue.WAKE_FLAG), timeout=10,
+                 what="the batch task to linger with the wake flag")
+        wallet_id = str(uuid.uuid4())
+        job_id = record_job(commands.CREATE_WALLET, commands.CreateWallet(wallet_id, "linger", "USD"), claimed=False)
+        assert command_queue.wake() is True  # as the API does after its commit
+        assert published == []  # the lingering task will claim it: no message
+    finally:
+        task.join(30)
+    assert outcome["done"].ran >= 1 and not outcome["done"].more
+    row = job_row(job_id)
+    assert (row["status"], row["claimed_by"]) == ("succeeded", delivery)
+    # It left after a second empty claim, flag cleared: the next command wakes a new task.
+    assert not redis_client.client().exists(command_queue.WAKE_FLAG)
+    assert command_queue.wake() is True and published == [command_queue.EXECUTE_COMMANDS]
+    redis_client.client().delete(command_queue.WAKE_FLAG)
+
+
+def test_a_batch_task_that_finds_the_flag_taken_leaves_at_once(stack, monkeypatch):
+    """Another batch task holds the flag, so it will claim: this one does not linger beside it."""
+    from app.adapters import command_queue
+
+    monkeypatch.setattr(command_queue, "take_wake", lambda: False)
+    started = time.monotonic()
+    executor.execute_queued_jobs(f"batch-{uuid.uuid4()}", batch_size=10, budget=1000, budget_s=30, linger_s=5.0)
+    assert time.monotonic() - started < 4.0
+
+
 def test_a_redelivered_batch_task_hands_the_jobs_it_had_claimed_to_their_own_tasks(stack, monkeypatch):
     """The worker died mid-batch: its claimed jobs are running; the next delivery must not run them in a batch."""
     from app.adapters import command_queue
