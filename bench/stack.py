@@ -155,8 +155,8 @@ class Stack:
         """Restart the relay and the history worker on a new Kafka topic; returns once both work.
 
         tansu keeps a topic in memory and gets slower as it grows (a produce at
-        190 events/s cost it 46 ms of CPU per second on an empty topic, 66 on a
-        100k-event one, 34 on a fresh topic beside it), so each load scenario
+        190 events/s cost it 46 ms of CPU per second on an empty topic, 66-90 on
+        a 100k-event one, 34 on a fresh topic beside it), so each load scenario
         gets its own topic rather than paying for the events of the scenarios
         before it. Apache Kafka appends to log segments and has no such cost.
         Called between scenarios, when every outbox row is published.

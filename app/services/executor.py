@@ -97,7 +97,9 @@ def execute_queued_jobs(delivery_id: str, *, batch_size: int, budget: int, budge
     ran, handed_off = 0, len(orphans)
     deadline = time.monotonic() + budget_s
     lingered = False
-    while ran < budget and time.monotonic() < deadline:
+    # A lingering task always claims once more, past its deadline too: it holds the wake flag, so the
+    # commands accepted meanwhile published no task and only that claim will see them.
+    while lingered or (ran < budget and time.monotonic() < deadline):
         command_queue.clear_wake()  # before the claim: a job committed after this wakes another batch task
         snapshot = WalletSnapshot()  # the claimed jobs' wallets, read once for the batch
         with autocommit() as conn:
