@@ -31,6 +31,7 @@ def test_bench_smoke(tmp_path):
     assert set(sc) == {"ceiling", "uniform", "hot", "half_load", "memory"}
     assert sc["ceiling"]["completed_per_s"] > 0
     assert sorted(sc["ceiling"]["drains_per_s"])[1] == sc["ceiling"]["completed_per_s"]  # the median of three
+    assert sc["uniform"]["ratio_to_ceiling"] == round(sc["uniform"]["completed_per_s"] / sc["ceiling"]["completed_per_s"], 3)
     for name in ("uniform", "hot", "half_load", "memory"):
         fig = sc[name]
         assert LOAD_FIGURES <= set(fig), (name, LOAD_FIGURES - set(fig))
