@@ -119,7 +119,7 @@ def main(argv=None) -> int:
                 say(f"ceiling drain {len(drains)}: {drains[-1]['completed_per_s']:.0f} no-op tasks/s")
 
         drain_ceiling()
-        ceiling_rate = drains[0]["completed_per_s"] if drains else None  # until all drains are in
+        ceiling_rate = None  # the load scenarios' ratios are set once every drain is in
 
         def fresh_topic(scenario: str) -> None:
             """Each load scenario on its own Kafka topic (see Stack.fresh_topic), the sampler told the new pids."""
@@ -163,12 +163,12 @@ def main(argv=None) -> int:
         while drains and len(drains) < 3:
             drain_ceiling()
         if drains:
-            ordered = sorted(drains, key=lambda d: d["completed_per_s"])
-            sc = results["scenarios"] = {"ceiling": {**ordered[1], "drains_per_s": [d["completed_per_s"] for d in drains]},
-                                         **{k: v for k, v in sc.items() if k != "ceiling"}}
-            ceiling_rate = sc["ceiling"]["completed_per_s"]
+            median = sorted(drains, key=lambda d: d["completed_per_s"])[1]
+            sc = results["scenarios"] = {"ceiling": {**median, "drains_per_s": [d["completed_per_s"] for d in drains]},
+                                         **sc}
+            ceiling_rate = median["completed_per_s"]
             for fig in sc.values():
-                if fig.get("ratio_to_ceiling") is not None:
+                if "ratio_to_ceiling" in fig:
                     fig["ratio_to_ceiling"] = round(fig["completed_per_s"] / ceiling_rate, 3)
             say(f"ceiling: {ceiling_rate:.0f} no-op tasks/s (median of the drains "
                 f"{' / '.join(f'{d:.0f}' for d in sc['ceiling']['drains_per_s'])})")

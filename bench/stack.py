@@ -49,6 +49,16 @@ def libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def _reap(proc: subprocess.Popen) -> None:
+    """Wait for a process sent SIGTERM; past 20 s, SIGKILL its whole session."""
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
 class Stack:
     """Start with `start()`, stop with `stop()`; `env`, `api_url`, `roots` (kind -> pid) describe it."""
 
@@ -195,12 +205,7 @@ class Stack:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        _reap(proc)
 
     def _spawn(self, kind: str, cmd: list[str]) -> None:
         log = open(self.opts.log_dir / f"{kind}.log", "ab")  # noqa: SIM115 - handed to the child
@@ -276,13 +281,8 @@ class Stack:
             if proc is not None and proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-        for kind, proc in self.procs.items():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        for proc in self.procs.values():
+            _reap(proc)
         self.procs.clear()
         if self._db_created and not self.opts.keep_db and self._base_db_url:
             import psycopg
