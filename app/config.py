@@ -53,6 +53,13 @@ class Settings:
     relay_poll_interval_s: float
     relay_backoff_max_s: float
     relay_debounce_ms: float  # after a NOTIFY, wait this long so commits landing together leave as one batch
+    # Stall handling of the relay and the history worker: work waiting and none done for this long is a
+    # stall (logged, reported in /ready and the metrics, the Kafka client rebuilt); still stalled after
+    # twice this long while the broker answers, the process exits non-zero for its supervisor to restart it.
+    relay_stall_timeout_s: float
+    history_stall_timeout_s: float
+    # /ready reports the relay down when an event has waited in the outbox this long.
+    pipeline_stall_after_s: float
     # History consumer. tansu needs short group timeouts (joins take ~3 s instead of ~23 s);
     # 6000/1000 are also valid on Apache Kafka (its group.min.session.timeout.ms is 6000).
     kafka_session_timeout_ms: int
@@ -104,6 +111,9 @@ def settings() -> Settings:
         relay_poll_interval_s=_float("RELAY_POLL_INTERVAL_S", 1.0),
         relay_backoff_max_s=_float("RELAY_BACKOFF_MAX_S", 10.0),
         relay_debounce_ms=_float("RELAY_DEBOUNCE_MS", 20.0),
+        relay_stall_timeout_s=_float("RELAY_STALL_TIMEOUT_S", 30.0),
+        history_stall_timeout_s=_float("HISTORY_STALL_TIMEOUT_S", 30.0),
+        pipeline_stall_after_s=_float("PIPELINE_STALL_AFTER_S", 60.0),
         kafka_session_timeout_ms=_int("KAFKA_SESSION_TIMEOUT_MS", 6000),
         kafka_heartbeat_interval_ms=_int("KAFKA_HEARTBEAT_INTERVAL_MS", 1000),
         history_max_poll_records=_int("HISTORY_MAX_POLL_RECORDS", 500),

@@ -17,13 +17,14 @@ import sys
 import time
 
 import psycopg
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from sqlalchemy.engine import make_url
 
 from app.adapters import kafka as kafka_clients
-from app.adapters.lifecycle import StopFlag
+from app.adapters.lifecycle import EXIT_WEDGED, LoopWatchdog, ProgressWatch, StopFlag
 from app.config import settings
 from app.observability import logs, metrics
+from app.services import readiness
 
 log = logging.getLogger("app.relay")
 
@@ -51,16 +52,22 @@ def _connect() -> psycopg.Connection:
 
 
 class Publisher:
-    """Sends outbox rows and reports which ones the broker acknowledged."""
+    """Sends outbox rows and reports which ones the broker acknowledged, each call bounded in time."""
 
     def __init__(self, topic: str):
         self.topic = topic
         self._producer = None
 
     def publish(self, rows: list[tuple]) -> list[int]:
-        """Send rows in order, wait for the acks; returns the ids acknowledged. Raises KafkaError if none were."""
+        """Send rows in order, wait for the acks; returns the ids acknowledged. Raises KafkaError if none were.
+
+        Bounded: a send blocks at most the producer's max_block_ms, the flush at most its delivery
+        timeout and a margin (kafka_clients.flush_timeout_s). After any failure the producer is
+        closed and the next call builds a new one, so no broken client state outlives a batch.
+        """
         if self._producer is None:
             self._producer = kafka_clients.producer()
+        producer = self._producer
         sent = []
         error: Exception | None = None
         for row_id, key, event_type, payload, request_id in rows:
@@ -68,37 +75,88 @@ class Publisher:
             if request_id:
                 headers.append(("request_id", request_id.encode()))
             try:
-                future = self._producer.send(self.topic, key=key.encode(), headers=headers, value=payload.encode())
+                future = producer.send(self.topic, key=key.encode(), headers=headers, value=payload.encode())
             except KafkaError as e:  # no metadata within max_block_ms: the broker is away
                 error = e
                 break
             sent.append((row_id, future))
         try:
-            self._producer.flush()
-        except KafkaError as e:
+            producer.flush(timeout=kafka_clients.flush_timeout_s(producer))
+        except KafkaError as e:  # KafkaTimeoutError: a batch neither acked nor failed in time
             error = error or e
         acked = [row_id for row_id, future in sent if future.succeeded()]
         failed = next((f.exception for _, f in sent if f.failed()), None)
-        if failed is not None or error is not None:
-            # Start over with a fresh producer: its sequence numbers may not be valid on a restarted broker.
+        if failed is not None or error is not None or len(acked) < len(sent):
             self.close()
             if not acked:
-                raise failed or error
+                raise failed or error or KafkaTimeoutError("no acknowledgement within the flush timeout")
         return acked
 
+    def abort(self) -> None:
+        """From another thread: fail the current producer's pending sends, so a blocked flush returns."""
+        producer = self._producer
+        if producer is not None:
+            kafka_clients.abort_producer(producer)
+
     def close(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=1)
-            except Exception:  # noqa: BLE001 - closing a broken client
-                log.debug("producer close failed", exc_info=True)
-            self._producer = None
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            kafka_clients.close_producer(producer, timeout=1)
 
 
-def _wait_for_leadership(conn: psycopg.Connection, stop: StopFlag, poll: float) -> bool:
+class RelayHealth:
+    """What the relay reports in its heartbeat, and its decision when publishing has stalled."""
+
+    def __init__(self, stall_timeout_s: float, broker_answers=kafka_clients.broker_answers):
+        self.stall_timeout_s = stall_timeout_s
+        self.watch = ProgressWatch()
+        self.active = False
+        self.pending: int | None = None
+        self._broker_answers = broker_answers
+        self._reported = False
+
+    def idle_or_progressed(self, pending: int) -> None:
+        if self._reported:
+            log.info("relay publishing again after a stall of %.0f s", self.watch.stalled_for())
+            self._reported = False
+        self.watch.progressed()
+        self.pending = pending
+
+    def failed(self, pending: int) -> None:
+        """A batch could not be published. Raises RelayWedged when a restart is the remaining remedy.
+
+        Past the stall timeout the stall is logged (the producer is rebuilt after every failure);
+        past twice the timeout, if a fresh client reaches the broker, the relay's own client state
+        is the problem and the process exits for its supervisor to restart it. While the broker does
+        not answer at all, the relay keeps waiting for it: a restart would not bring it back.
+        """
+        self.pending = pending
+        stalled = self.watch.stalled_for()
+        if stalled < self.stall_timeout_s:
+            return
+        if not self._reported:
+            self._reported = True
+            log.error("relay stalled: %d events wait and none was published for %.0f s; the Kafka producer is"
+                      " rebuilt after every failure", pending, stalled, extra={"stalled_s": round(stalled, 1)})
+        if stalled >= 2 * self.stall_timeout_s and self._broker_answers():
+            raise RelayWedged(f"the broker answers a fresh client, yet nothing was published for {stalled:.0f} s")
+
+    def stalled_s(self) -> float:
+        return self.watch.stalled_for() if self.pending else 0.0
+
+    def beat(self) -> None:
+        readiness.pipeline_heartbeat("relay", stalled_s=self.stalled_s(), pending=self.pending, active=self.active)
+
+
+class RelayWedged(Exception):
+    """The relay cannot publish although the broker answers: only a restart of the process is left."""
+
+
+def _wait_for_leadership(conn: psycopg.Connection, stop: StopFlag, poll: float, watchdog: LoopWatchdog) -> bool:
     """Block until this session holds the relay lock (True) or a stop is requested (False)."""
     announced = False
     while not stop.requested:
+        watchdog.tick()
         if conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,)).fetchone()[0]:
             log.info("relay lock acquired: this relay is active")
             return True
@@ -145,35 +203,41 @@ def _notified(conn: psycopg.Connection, timeout: float) -> bool:
     return False
 
 
-def _lead(conn: psycopg.Connection, stop: StopFlag) -> None:
+def _lead(conn: psycopg.Connection, stop: StopFlag, publisher: Publisher, health: RelayHealth,
+          watchdog: LoopWatchdog) -> None:
     s = settings()
     conn.execute("LISTEN outbox")
-    publisher = Publisher(s.kafka_topic)
+    health.active = True
     backoff = 0.2
     try:
         while not stop.requested:
+            watchdog.tick()
             started = time.monotonic()
             rows = conn.execute(_FETCH, (s.relay_batch_size,)).fetchall()
-            if rows:
-                fetched = time.monotonic()
-                try:
-                    acked = publisher.publish(rows)
-                except KafkaError as e:
-                    log.warning("kafka unavailable (%s); %d rows wait, retry in %.1fs", e, len(rows), backoff)
-                    stop.sleep(backoff + random.uniform(0, backoff / 2))
-                    backoff = min(backoff * 2, s.relay_backoff_max_s)
-                    continue
-                published = time.monotonic()
-                conn.execute(_MARK, (acked,))
-                _warn_if_slow(len(rows), fetched - started, published - fetched, time.monotonic() - published)
-                metrics.shared().inc("wallet_events_published_total", amount=len(acked)).send()
-                backoff = 0.2
-                if len(acked) == len(rows) == s.relay_batch_size:
-                    continue  # a backlog: next batch at once
-                if len(acked) < len(rows):
-                    continue
-            wait_for_commits(conn, s.relay_poll_interval_s, s.relay_debounce_ms / 1000)
+            if not rows:
+                health.idle_or_progressed(pending=0)
+                wait_for_commits(conn, s.relay_poll_interval_s, s.relay_debounce_ms / 1000)
+                continue
+            fetched = time.monotonic()
+            try:
+                acked = publisher.publish(rows)
+            except KafkaError as e:
+                log.warning("kafka unavailable (%s); %d rows wait, retry in %.1fs", e, len(rows), backoff)
+                health.failed(pending=len(rows))
+                stop.sleep(backoff + random.uniform(0, backoff / 2))
+                backoff = min(backoff * 2, s.relay_backoff_max_s)
+                continue
+            published = time.monotonic()
+            conn.execute(_MARK, (acked,))
+            health.idle_or_progressed(pending=len(rows) - len(acked))
+            _warn_if_slow(len(rows), fetched - started, published - fetched, time.monotonic() - published)
+            metrics.shared().inc("wallet_events_published_total", amount=len(acked)).send()
+            backoff = 0.2
+            if len(acked) == len(rows) < s.relay_batch_size:
+                wait_for_commits(conn, s.relay_poll_interval_s, s.relay_debounce_ms / 1000)
+            # else: a full batch (a backlog) or a partial ack: the next batch at once
     finally:
+        health.active = False
         publisher.close()
 
 
@@ -182,18 +246,29 @@ def run() -> int:
     logs.configure("relay")
     stop = StopFlag(log).install()
     log.info("relaying outbox to topic %s on %s", s.kafka_topic, s.kafka_bootstrap_servers)
+    publisher = Publisher(s.kafka_topic)
+    health = RelayHealth(s.relay_stall_timeout_s)
+    watchdog = LoopWatchdog(log, stuck_after=s.relay_stall_timeout_s, on_stuck=publisher.abort,
+                            beat=health.beat).start()
     backoff = 0.5
-    while not stop.requested:
-        try:
-            # The lock lives as long as this session: if the connection dies, another relay takes over.
-            with _connect() as conn:
-                if _wait_for_leadership(conn, stop, s.relay_poll_interval_s):
-                    _lead(conn, stop)
-                backoff = 0.5
-        except psycopg.Error as e:
-            log.warning("database unavailable (%s); retry in %.1fs", e, backoff)
-            stop.sleep(backoff)
-            backoff = min(backoff * 2, s.relay_backoff_max_s)
+    try:
+        while not stop.requested:
+            watchdog.tick()
+            try:
+                # The lock lives as long as this session: if the connection dies, another relay takes over.
+                with _connect() as conn:
+                    if _wait_for_leadership(conn, stop, s.relay_poll_interval_s, watchdog):
+                        _lead(conn, stop, publisher, health, watchdog)
+                    backoff = 0.5
+            except psycopg.Error as e:
+                log.warning("database unavailable (%s); retry in %.1fs", e, backoff)
+                stop.sleep(backoff)
+                backoff = min(backoff * 2, s.relay_backoff_max_s)
+    except RelayWedged as e:
+        log.critical("relay wedged (%s): exiting with status %d for the supervisor to restart it", e, EXIT_WEDGED)
+        return EXIT_WEDGED
+    finally:
+        watchdog.stop()
     log.info("stopped")
     return 0
 
