@@ -27,9 +27,10 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from app.adapters import kafka as kafka_clients
 from app.adapters.db import dispose_engine, engine
-from app.adapters.lifecycle import StopFlag
+from app.adapters.lifecycle import EXIT_WEDGED, LoopWatchdog, ProgressWatch, StopFlag
 from app.config import settings
 from app.observability import logs, metrics
+from app.services import readiness
 from history import store
 from history.projector import InvalidEvent, project
 
@@ -141,23 +142,132 @@ def _gather(consumer, batch: dict, until: float, max_records: int) -> None:
             count += len(records)
 
 
+# While idle, the worker asks the broker for its partitions' end offsets this often, to tell caught up from stuck.
+LAG_CHECK_EVERY_S = 5.0
+# Bound of each request of that check and of an offset commit.
+REQUEST_BOUND_MS = 5_000
+
+
+class ConsumerHealth:
+    """Whether the consumer has events waiting and applies none: its stall, its heartbeat, the remedy.
+
+    Progress is a batch applied, or a check that found this worker at the end of
+    every partition it owns. Past the stall timeout the consumer is rebuilt (it
+    leaves the group and joins again); past twice the timeout, if a fresh client
+    reaches the broker, the process exits for its supervisor to restart it. While
+    the broker does not answer at all, it keeps waiting: a restart would not help.
+    """
+
+    def __init__(self, stall_timeout_s: float, broker_answers=kafka_clients.broker_answers):
+        self.stall_timeout_s = stall_timeout_s
+        self.watch = ProgressWatch()
+        self.lag: int | None = None
+        self._broker_answers = broker_answers
+        self._next_check = 0.0
+        self._rebuilt = False
+
+    def applied(self) -> None:
+        if self._rebuilt:
+            log.info("history worker applying events again after a stall")
+            self._rebuilt = False
+        self.watch.progressed()
+
+    def check(self, consumer) -> bool:
+        """While idle, now and then: measure the lag. True when the consumer should be rebuilt."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + LAG_CHECK_EVERY_S
+        self.lag = _lag(consumer)
+        if self.lag == 0:
+            self.applied()
+            return False
+        stalled = self.watch.stalled_for()
+        if stalled < self.stall_timeout_s:
+            return False
+        if not self._rebuilt:
+            log.error("history worker stalled: %s events wait and none was applied for %.0f s; rebuilding the"
+                      " Kafka consumer", "unknown" if self.lag is None else self.lag, stalled,
+                      extra={"stalled_s": round(stalled, 1), "lag": self.lag})
+            self._rebuilt = True
+            return True
+        if stalled >= 2 * self.stall_timeout_s and self._broker_answers():
+            raise ConsumerWedged(f"the broker answers a fresh client, yet no event was applied for {stalled:.0f} s")
+        return False
+
+    def stalled_s(self) -> float:
+        return 0.0 if self.lag == 0 else self.watch.stalled_for()
+
+    def beat(self) -> None:
+        readiness.pipeline_heartbeat("history", stalled_s=self.stalled_s(), pending=self.lag)
+
+
+class ConsumerWedged(Exception):
+    """The history worker applies nothing although the broker answers: only a restart is left."""
+
+
+def _lag(consumer) -> int | None:
+    """Events between this consumer's position and the end of the partitions it owns (None: unknown).
+
+    A consumer that owns no partition while the group has no more members than the topic has
+    partitions is waiting for an assignment it should have: unknown, so the stall clock runs.
+    """
+    assigned = consumer.assignment()
+    try:
+        if not assigned:
+            partitions = consumer.partitions_for_topic(settings().kafka_topic) or set()
+            members = len(readiness.pipeline_processes()["history"])
+            return 0 if partitions and members > len(partitions) else None
+        ends = consumer.end_offsets(list(assigned), timeout_ms=REQUEST_BOUND_MS)
+        return sum(max(0, ends[tp] - consumer.position(tp, timeout_ms=REQUEST_BOUND_MS)) for tp in assigned)
+    except KafkaError as e:
+        log.info("lag check failed: %s", e)
+        return None
+
+
+def _new_consumer(topic: str):
+    consumer = kafka_clients.consumer()
+    consumer.subscribe([topic], listener=_AssignmentLog())
+    log.info("consuming %s as group %s", topic, settings().kafka_group_id)
+    return consumer
+
+
 def run() -> int:
     s = settings()
     logs.configure("history-worker")
     stop = StopFlag(log).install()
+    health = ConsumerHealth(s.history_stall_timeout_s)
+    # A consumer call that outlives every bound cannot be aborted from another thread: the watchdog exits.
+    watchdog = LoopWatchdog(log, stuck_after=s.history_stall_timeout_s, on_stuck=lambda: None,
+                            beat=health.beat).start()
+    try:
+        return _consume(stop, health, watchdog)
+    except ConsumerWedged as e:
+        log.critical("history worker wedged (%s): exiting with status %d for the supervisor to restart it", e,
+                     EXIT_WEDGED)
+        return EXIT_WEDGED
+    finally:
+        watchdog.stop()
+        metrics.flush()
+        dispose_engine()
 
+
+def _consume(stop: StopFlag, health: ConsumerHealth, watchdog: LoopWatchdog) -> int:
+    s = settings()
     consumer = None
     backoff = 0.5
     interval = s.history_batch_interval_ms / 1000
     last_batch = 0.0  # monotonic time the last batch started
     while not stop.requested:
+        watchdog.tick()
         try:
             if consumer is None:
-                consumer = kafka_clients.consumer()
-                consumer.subscribe([s.kafka_topic], listener=_AssignmentLog())
-                log.info("consuming %s as group %s", s.kafka_topic, s.kafka_group_id)
+                consumer = _new_consumer(s.kafka_topic)
             batch = consumer.poll(timeout_ms=500)
             if not batch:
+                if health.check(consumer):
+                    _close(consumer)
+                    consumer = None
                 continue
             # Fetches return as soon as the broker has anything, so under load each carries a couple of
             # events. Batches start at most every `interval`: records coming sooner wait for more to join
@@ -177,6 +287,7 @@ def run() -> int:
                 time.sleep(backoff + random.uniform(0, backoff))
                 backoff = min(backoff * 2, s.relay_backoff_max_s)
                 continue
+            health.applied()
             backoff = 0.5
             if duplicates:
                 log.info("batch of %d messages: %d rows inserted, %d already present", len(messages), inserted,
@@ -187,7 +298,7 @@ def run() -> int:
             offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batch.items()}
             _report_consumer_lag(consumer, batch)
             try:
-                consumer.commit(offsets)
+                consumer.commit(offsets, timeout_ms=REQUEST_BOUND_MS)
             except CommitFailedError as e:
                 # The group rebalanced: the new owner replays from the last commit; rows dedupe.
                 log.warning("offset commit failed (%s); the batch will be replayed", e)
@@ -196,12 +307,10 @@ def run() -> int:
             if consumer is not None:
                 _close(consumer)
                 consumer = None
-            time.sleep(backoff)
+            stop.sleep(backoff)
             backoff = min(backoff * 2, s.relay_backoff_max_s)
     if consumer is not None:
         _close(consumer)
-    metrics.flush()
-    dispose_engine()
     log.info("stopped")
     return 0
 
