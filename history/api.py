@@ -8,6 +8,7 @@ from flask import Blueprint, Flask, jsonify, request
 from app.api import context
 from app.api.base import build_app
 from app.api.problems import validation_failed
+from app.services import readiness
 from app.services.queries import InvalidCursor
 from history import operations, queries
 from history.projector import KNOWN_TYPES
@@ -72,6 +73,23 @@ def user_activity(user_id: str):
 @bp.get("/health")
 def health():
     return jsonify(status="ok")
+
+
+@bp.get("/ready")
+def ready():
+    """200 while the read model is kept up to date; 503 naming what stops it (its data is then going stale).
+
+    Down: PostgreSQL not answering, the relay stalled (events wait in the outbox past
+    PIPELINE_STALL_AFTER_S), the history worker stalled or absent.
+    """
+    pipeline = readiness.pipeline_status()
+    checks = {"postgres": "ok" if readiness.postgres_answers() else "down",
+              "relay": pipeline["relay"]["status"], "history": pipeline["history"]["status"]}
+    down = sorted(name for name, status in checks.items() if status != "ok")
+    body = {"status": "ok" if not down else "unavailable", "checks": checks, "pipeline": pipeline}
+    if down:
+        body["down"] = down
+    return jsonify(body), 200 if not down else 503
 
 
 def create_app(test_config: dict | None = None) -> Flask:

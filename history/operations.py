@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from app.api.docs_schemas import HealthOut
+from app.api.docs_schemas import HealthOut, ReadyOut
 from app.api.docs_schemas import money as money_field
 from app.api.openapi import Operation
 from history.projector import KNOWN_TYPES
@@ -42,6 +42,10 @@ class HistoryPage(Schema):
 
 OPERATIONS: dict[str, Operation] = {
     "history.health": Operation("Liveness", response=HealthOut, public=True, tags=("operations",)),
+    "history.ready": Operation("Readiness: PostgreSQL answers and events flow to the read model (relay and "
+                               "history worker not stalled, a history worker alive)", response=ReadyOut, public=True,
+                               tags=("operations",),
+                               other_json_responses=((503, "Not ready: `down` names what stops the read model"),)),
     "history.wallet_history": Operation("A wallet's events, newest first by wallet version", response=HistoryPage,
                                         query=HistoryQuery),
     "history.user_activity": Operation("A user's events across their wallets, newest first", response=HistoryPage,

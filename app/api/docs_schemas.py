@@ -121,7 +121,30 @@ class HealthOut(Schema):
     status = fields.String(required=True)
 
 
+class RelayStatus(Schema):
+    status = fields.String(required=True, metadata={"enum": ["ok", "stalled"]})
+    oldest_unpublished_age_s = fields.Float(required=True, allow_none=True,
+                                            metadata={"description": "seconds the oldest outbox event has waited"})
+    stalled_s = fields.Float(required=True, metadata={"description": "seconds the active relay has published "
+                                                                      "nothing while events waited"})
+    processes = fields.Integer(required=True, metadata={"description": "live relays (one active, others standby)"})
+
+
+class HistoryWorkerStatus(Schema):
+    status = fields.String(required=True, metadata={"enum": ["ok", "stalled", "absent"]})
+    stalled_s = fields.Float(required=True, metadata={"description": "longest time a history worker has applied "
+                                                                      "nothing while events waited"})
+    processes = fields.Integer(required=True, metadata={"description": "live history workers"})
+
+
+class PipelineStatus(Schema):
+    relay = fields.Nested(RelayStatus, required=True)
+    history = fields.Nested(HistoryWorkerStatus, required=True)
+
+
 class ReadyOut(Schema):
     status = fields.String(required=True)
     checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     down = fields.List(fields.String())
+    pipeline = fields.Nested(PipelineStatus, required=True,
+                             metadata={"description": "whether events flow from the outbox to the history"})

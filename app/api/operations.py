@@ -11,7 +11,8 @@ DESCRIPTION = ("Wallets, funding, transfers and more money operations. Every POS
 
 OPERATIONS: dict[str, Operation] = {
     "health.health": Operation("Liveness", response=out.HealthOut, public=True, tags=("operations",)),
-    "health.ready": Operation("Readiness: PostgreSQL, Redis and Kafka answer and a worker is alive",
+    "health.ready": Operation("Readiness: PostgreSQL, Redis and Kafka answer and a worker is alive; `pipeline` "
+                              "reports a stalled relay or history worker without changing the status",
                               response=out.ReadyOut, public=True, tags=("operations",),
                               other_json_responses=((503, "Not ready: `down` names what is missing"),)),
     "wallets.create_wallet": Operation("Create a wallet", body=body.CreateWalletSchema, command=True),

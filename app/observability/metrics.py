@@ -333,6 +333,7 @@ class SystemGaugesCollector:
             yield family
         except redis.RedisError:
             pass
+        yield from _pipeline_gauges()
         try:
             with engine().connect() as conn:
                 row = conn.execute(text("""
@@ -361,6 +362,23 @@ class SystemGaugesCollector:
             yield _gauge("wallet_audit_last_run_timestamp_seconds", "When the last ledger audit finished",
                          float(row["audit_at"]))
         yield _gauge("wallet_history_dead_letters", "Messages in the history dead-letter table", row["dead_letters"])
+
+
+def _pipeline_gauges():
+    """From the relays' and history workers' heartbeats: how many are alive, the longest current stall."""
+    from app.services.readiness import pipeline_processes
+
+    processes = pipeline_processes()
+    alive = GaugeMetricFamily("wallet_pipeline_processes", "Live relays and history workers (heartbeat in Redis)",
+                              labels=["process"])
+    stalled = GaugeMetricFamily("wallet_pipeline_stalled_seconds",
+                                "Longest time a live relay or history worker has done nothing while events waited",
+                                labels=["process"])
+    for kind, beats in processes.items():
+        alive.add_metric([kind], len(beats))
+        stalled.add_metric([kind], max((b["stalled_s"] for b in beats), default=0.0))
+    yield alive
+    yield stalled
 
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:

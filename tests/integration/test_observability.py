@@ -96,6 +96,10 @@ def test_metrics_are_present_and_move_after_commands(wallet_app, client):
 def test_ready_reports_every_dependency(wallet_app):
     body = api_client(wallet_app, None).get("/ready").get_json()
     assert body["checks"] == {"postgres": "ok", "redis": "ok", "kafka": "ok", "workers": "ok"}
+    # Whether events flow is reported beside the checks, without changing the status.
+    relay, history = body["pipeline"]["relay"], body["pipeline"]["history"]
+    assert relay["status"] in ("ok", "stalled") and relay["oldest_unpublished_age_s"] is not None
+    assert history["status"] in ("ok", "stalled", "absent") and history["processes"] >= 0
 
 
 def free_port() -> int:
