@@ -21,7 +21,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from sqlalchemy.engine import make_url
 
 from app.adapters import kafka as kafka_clients
-from app.adapters.lifecycle import EXIT_WEDGED, LoopWatchdog, ProgressWatch, StopFlag
+from app.adapters.lifecycle import EXIT_WEDGED, LoopWatchdog, StallClock, StopFlag
 from app.config import settings
 from app.observability import logs, metrics
 from app.services import readiness
@@ -57,6 +57,7 @@ class Publisher:
     def __init__(self, topic: str):
         self.topic = topic
         self._producer = None
+        self.last_error: Exception | None = None  # why the last publish() left rows unacknowledged
 
     def publish(self, rows: list[tuple]) -> list[int]:
         """Send rows in order, wait for the acks; returns the ids acknowledged. Raises KafkaError if none were.
@@ -86,10 +87,12 @@ class Publisher:
             error = error or e
         acked = [row_id for row_id, future in sent if future.succeeded()]
         failed = next((f.exception for _, f in sent if f.failed()), None)
-        if failed is not None or error is not None or len(acked) < len(sent):
+        self.last_error = None
+        if failed is not None or error is not None or len(acked) < len(rows):
+            self.last_error = failed or error or KafkaTimeoutError("no acknowledgement within the flush timeout")
             self.close()
             if not acked:
-                raise failed or error or KafkaTimeoutError("no acknowledgement within the flush timeout")
+                raise self.last_error
         return acked
 
     def abort(self) -> None:
@@ -109,7 +112,7 @@ class RelayHealth:
 
     def __init__(self, stall_timeout_s: float, broker_answers=kafka_clients.broker_answers):
         self.stall_timeout_s = stall_timeout_s
-        self.watch = ProgressWatch()
+        self.clock = StallClock()
         self.active = False
         self.pending: int | None = None
         self._broker_answers = broker_answers
@@ -117,32 +120,35 @@ class RelayHealth:
 
     def idle_or_progressed(self, pending: int) -> None:
         if self._reported:
-            log.info("relay publishing again after a stall of %.0f s", self.watch.stalled_for())
+            log.info("relay publishing again after a stall of %.0f s", self.clock.stalled_for())
             self._reported = False
-        self.watch.progressed()
+        self.clock.progressed()
         self.pending = pending
 
     def failed(self, pending: int) -> None:
         """A batch could not be published. Raises RelayWedged when a restart is the remaining remedy.
 
-        Past the stall timeout the stall is logged (the producer is rebuilt after every failure);
-        past twice the timeout, if a fresh client reaches the broker, the relay's own client state
-        is the problem and the process exits for its supervisor to restart it. While the broker does
-        not answer at all, the relay keeps waiting for it: a restart would not bring it back.
+        Past the stall timeout the stall is logged (the producer is rebuilt after every failure) and
+        each further failure asks a fresh client whether the broker answers. While it does not, this is
+        an outage and the relay waits for the broker. Once it has answered and the relay has still
+        published nothing for twice the timeout, the relay's own client state is the problem: the
+        process exits for its supervisor to restart it.
         """
         self.pending = pending
-        stalled = self.watch.stalled_for()
+        stalled = self.clock.stalled_for()
         if stalled < self.stall_timeout_s:
             return
         if not self._reported:
             self._reported = True
             log.error("relay stalled: %d events wait and none was published for %.0f s; the Kafka producer is"
                       " rebuilt after every failure", pending, stalled, extra={"stalled_s": round(stalled, 1)})
-        if stalled >= 2 * self.stall_timeout_s and self._broker_answers():
+        if not self._broker_answers():
+            self.clock.broker_away()
+        elif self.clock.own_stall() >= 2 * self.stall_timeout_s:
             raise RelayWedged(f"the broker answers a fresh client, yet nothing was published for {stalled:.0f} s")
 
     def stalled_s(self) -> float:
-        return self.watch.stalled_for() if self.pending else 0.0
+        return self.clock.stalled_for() if self.pending else 0.0
 
     def beat(self) -> None:
         readiness.pipeline_heartbeat("relay", stalled_s=self.stalled_s(), pending=self.pending, active=self.active)
@@ -228,6 +234,9 @@ def _lead(conn: psycopg.Connection, stop: StopFlag, publisher: Publisher, health
                 backoff = min(backoff * 2, s.relay_backoff_max_s)
                 continue
             published = time.monotonic()
+            if len(acked) < len(rows):
+                log.warning("kafka unavailable for part of a batch (%s); %d of %d rows wait", publisher.last_error,
+                            len(rows) - len(acked), len(rows))
             conn.execute(_MARK, (acked,))
             health.idle_or_progressed(pending=len(rows) - len(acked))
             _warn_if_slow(len(rows), fetched - started, published - fetched, time.monotonic() - published)

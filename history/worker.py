@@ -21,13 +21,13 @@ import time
 from datetime import datetime, timezone
 
 from kafka import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import DataError, IntegrityError
 
 from app.adapters import kafka as kafka_clients
 from app.adapters.db import dispose_engine, engine
-from app.adapters.lifecycle import EXIT_WEDGED, LoopWatchdog, ProgressWatch, StopFlag
+from app.adapters.lifecycle import EXIT_WEDGED, LoopWatchdog, StallClock, StopFlag
 from app.config import settings
 from app.observability import logs, metrics
 from app.services import readiness
@@ -152,15 +152,19 @@ class ConsumerHealth:
     """Whether the consumer has events waiting and applies none: its stall, its heartbeat, the remedy.
 
     Progress is a batch applied, or a check that found this worker at the end of
-    every partition it owns. Past the stall timeout the consumer is rebuilt (it
-    leaves the group and joins again); past twice the timeout, if a fresh client
-    reaches the broker, the process exits for its supervisor to restart it. While
-    the broker does not answer at all, it keeps waiting: a restart would not help.
+    every partition it owns. Events known to wait (the lag) and none applied for
+    the stall timeout: the consumer is rebuilt (it leaves the group and joins
+    again); still so after twice the timeout, the process exits for its
+    supervisor to restart it. Without an assignment the lag is unknown and the
+    group may still be forming (a join takes seconds to minutes, depending on
+    the broker), so that case gets four times as long. Time during which a fresh
+    client finds the broker away is an outage, not a stall of this worker: it
+    does not count towards either remedy (neither brings the broker back).
     """
 
     def __init__(self, stall_timeout_s: float, broker_answers=kafka_clients.broker_answers):
         self.stall_timeout_s = stall_timeout_s
-        self.watch = ProgressWatch()
+        self.clock = StallClock()
         self.lag: int | None = None
         self._broker_answers = broker_answers
         self._next_check = 0.0
@@ -170,7 +174,7 @@ class ConsumerHealth:
         if self._rebuilt:
             log.info("history worker applying events again after a stall")
             self._rebuilt = False
-        self.watch.progressed()
+        self.clock.progressed()
 
     def check(self, consumer) -> bool:
         """While idle, now and then: measure the lag. True when the consumer should be rebuilt."""
@@ -182,21 +186,25 @@ class ConsumerHealth:
         if self.lag == 0:
             self.applied()
             return False
-        stalled = self.watch.stalled_for()
-        if stalled < self.stall_timeout_s:
+        rebuild_after = self.stall_timeout_s if self.lag else 4 * self.stall_timeout_s
+        if self.clock.stalled_for() < rebuild_after:
             return False
-        if not self._rebuilt:
+        if not self._broker_answers():
+            self.clock.broker_away()
+            return False
+        own = self.clock.own_stall()
+        if own >= 2 * rebuild_after:
+            raise ConsumerWedged(f"the broker answers a fresh client, yet no event was applied for {own:.0f} s")
+        if own >= rebuild_after and not self._rebuilt:
             log.error("history worker stalled: %s events wait and none was applied for %.0f s; rebuilding the"
-                      " Kafka consumer", "unknown" if self.lag is None else self.lag, stalled,
-                      extra={"stalled_s": round(stalled, 1), "lag": self.lag})
+                      " Kafka consumer", "unknown" if self.lag is None else self.lag, own,
+                      extra={"stalled_s": round(own, 1), "lag": self.lag})
             self._rebuilt = True
             return True
-        if stalled >= 2 * self.stall_timeout_s and self._broker_answers():
-            raise ConsumerWedged(f"the broker answers a fresh client, yet no event was applied for {stalled:.0f} s")
         return False
 
     def stalled_s(self) -> float:
-        return 0.0 if self.lag == 0 else self.watch.stalled_for()
+        return 0.0 if self.lag == 0 else self.clock.stalled_for()
 
     def beat(self) -> None:
         readiness.pipeline_heartbeat("history", stalled_s=self.stalled_s(), pending=self.lag)
@@ -299,9 +307,11 @@ def _consume(stop: StopFlag, health: ConsumerHealth, watchdog: LoopWatchdog) -> 
             _report_consumer_lag(consumer, batch)
             try:
                 consumer.commit(offsets, timeout_ms=REQUEST_BOUND_MS)
-            except CommitFailedError as e:
-                # The group rebalanced: the new owner replays from the last commit; rows dedupe.
-                log.warning("offset commit failed (%s); the batch will be replayed", e)
+            except KafkaError as e:
+                # A rebalance (CommitFailedError) or the broker away (KafkaTimeoutError): the rows are stored,
+                # so keep the consumer and its group membership. The next commit covers these offsets; a new
+                # owner of the partitions replays from the last commit, and the rows dedupe.
+                log.warning("offset commit failed (%s); a later commit covers it, or the batch is replayed", e)
         except KafkaError:
             log.exception("kafka error; reconnecting")
             if consumer is not None:
@@ -317,7 +327,8 @@ def _consume(stop: StopFlag, health: ConsumerHealth, watchdog: LoopWatchdog) -> 
 
 def _close(consumer) -> None:
     try:
-        consumer.close(autocommit=False)  # leaves the group, so partitions move on at once
+        # Leaves the group, so partitions move on at once; bounded (its default is request_timeout_ms, 30 s).
+        consumer.close(autocommit=False, timeout_ms=REQUEST_BOUND_MS)
     except Exception:  # noqa: BLE001 - closing a broken client
         log.debug("consumer close failed", exc_info=True)
 

@@ -28,7 +28,8 @@ It prints a table (scenario, accepted, final, lost, doubled, recovery time) and
 exits 1 on any violation.
 
     python -m scripts.chaos            # the full run (make chaos)
-    python -m scripts.chaos --short    # worker kill, relay kill, history worker kill, Redis restart
+    python -m scripts.chaos --short    # worker kill, relay kill, history worker kill, Redis restart, Kafka pause
+    python -m scripts.chaos --scenarios kafka-pause-300s --kafka-pause 300   # a 5-minute broker stall
     python -m scripts.chaos --scenarios worker-kill,postgres-restart
 """
 from __future__ import annotations
@@ -556,13 +557,15 @@ class Scenario:
     tail_s: float = 4.0  # load after the last fault
 
 
-def scenarios(profile: str, rng: random.Random) -> list[Scenario]:
+def scenarios(profile: str, rng: random.Random, kafka_pause_s: float = 30.0) -> list[Scenario]:
+    kafka_pause = f"kafka-pause-{kafka_pause_s:.0f}s"
     if profile == "short":
         return [
             Scenario("worker-kill", ["worker-kill"] * 3, gap_s=1.5, warmup_s=2, tail_s=2),
             Scenario("relay-kill", ["relay-kill"], warmup_s=2, tail_s=2),
             Scenario("history-kill", ["history-kill"], warmup_s=2, tail_s=2),
             Scenario("redis-restart", ["redis-restart"], warmup_s=2, tail_s=3),
+            Scenario(kafka_pause, ["kafka-pause"], warmup_s=2, tail_s=2),
         ]
     kinds = ["worker-kill", "redis-restart", "kafka-pause", "postgres-restart", "relay-kill", "history-kill",
              "api-kill"]
@@ -571,7 +574,7 @@ def scenarios(profile: str, rng: random.Random) -> list[Scenario]:
         Scenario("baseline", [], warmup_s=8, tail_s=0),
         Scenario("worker-kill", ["worker-kill"] * 5 + ["worker-kill-all"], gap_s=2),
         Scenario("redis-restart", ["redis-restart", "redis-restart"], gap_s=6),
-        Scenario("kafka-pause-30s", ["kafka-pause"]),
+        Scenario(kafka_pause, ["kafka-pause"]),
         Scenario("postgres-restart", ["postgres-restart"], tail_s=6),
         Scenario("relay-kill", ["relay-kill", "relay-kill"], gap_s=4),
         Scenario("history-kill", ["history-kill", "history-kill"], gap_s=8),
@@ -832,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     rng = random.Random(seed)
     profile = "short" if args.short else "full"
-    plan = scenarios(profile, rng)
+    plan = scenarios(profile, rng, args.kafka_pause)
     if args.scenarios:
         wanted = args.scenarios.split(",")
         unknown = set(wanted) - {s.name for s in plan}

@@ -46,6 +46,29 @@ class ProgressWatch:
         return self._clock() - self._since
 
 
+class StallClock:
+    """Two clocks of a loop that has work waiting: since it last got any done (what it reports), and since it
+    last got any done or found the broker away (its own stall, which decides the remedies: rebuilding a
+    client or restarting the process brings no broker back)."""
+
+    def __init__(self, clock=None):
+        self._since_progress = ProgressWatch(clock)
+        self._own = ProgressWatch(clock)
+
+    def progressed(self) -> None:
+        self._since_progress.progressed()
+        self._own.progressed()
+
+    def broker_away(self) -> None:
+        self._own.progressed()
+
+    def stalled_for(self) -> float:
+        return self._since_progress.stalled_for()
+
+    def own_stall(self) -> float:
+        return self._own.stalled_for()
+
+
 # Exit status of a process that found itself wedged, for its supervisor to restart it.
 EXIT_WEDGED = 70
 

@@ -110,7 +110,9 @@ def test_a_worker_killed_between_db_commit_and_offset_commit_leaves_no_duplicate
         for amount in ("1.00", "2.00", "3.00"):
             assert run(client, f"/wallets/{wallet}/fund", {"amount": amount})["status"] == "succeeded"
         wait_for(lambda: outbox_backlog() == 0, timeout=10, what="the relay")
-        crashy = pipeline.start_history_worker(KAFKA_GROUP_ID=group, HISTORY_WORKER_EXIT_AFTER_DB_COMMIT="1")
+        # Its first batch must reach the end of the topic, which holds what every earlier test published.
+        crashy = pipeline.start_history_worker(KAFKA_GROUP_ID=group, HISTORY_WORKER_EXIT_AFTER_DB_COMMIT="1",
+                                               HISTORY_MAX_POLL_RECORDS="100000")
         assert crashy.wait(60) == 70  # it stored a batch, then died before committing the offsets
         pipeline.stop(crashy)
         assert len(history_rows(wallet)) >= 2  # the batch is in the database ...

@@ -39,13 +39,13 @@ def test_progress_watch_counts_from_the_last_progress(clock):
     assert watch.stalled_for() == 2
 
 
-def test_relay_logs_a_stall_once_and_exits_only_when_the_broker_answers(clock, caplog):
-    answers = []
-    health = RelayHealth(stall_timeout_s=30, broker_answers=lambda: answers.append(1) or broker_up)
-    broker_up = False
+def test_relay_logs_a_stall_once_and_exits_only_after_the_broker_answered_long_enough(clock, caplog):
+    broker_up = [False]
+    probes = []
+    health = RelayHealth(stall_timeout_s=30, broker_answers=lambda: probes.append(1) or broker_up[0])
     clock.now += 29
     health.failed(pending=12)
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR] and not answers
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR] and not probes
     assert health.stalled_s() == 29
 
     clock.now += 2
@@ -53,13 +53,19 @@ def test_relay_logs_a_stall_once_and_exits_only_when_the_broker_answers(clock, c
         health.failed(pending=12)
         health.failed(pending=12)
     assert len([r for r in caplog.records if "relay stalled" in r.getMessage()]) == 1
-    assert not answers  # below twice the timeout the broker is not even asked
+    assert len(probes) == 2  # past the timeout each failure asks whether the broker answers
 
-    clock.now += 40  # 71 s: a broker that does not answer is an outage, a restart would not help
+    for _ in range(20):  # five more minutes of outage: waiting for the broker, no exit
+        clock.now += 15
+        health.failed(pending=12)
+    assert health.stalled_s() == 331
+
+    broker_up[0] = True  # the broker is back; the relay gets twice the timeout to publish again
+    clock.now += 15
     health.failed(pending=12)
-    assert answers == [1]
-
-    broker_up = True  # the broker answers a fresh client, yet this relay publishes nothing: wedged
+    clock.now += 40
+    health.failed(pending=12)
+    clock.now += 6  # 61 s of failures while the broker answers: the relay's own state is at fault
     with pytest.raises(RelayWedged):
         health.failed(pending=12)
 
@@ -104,21 +110,23 @@ def test_history_worker_caught_up_is_never_stalled(clock):
     assert health.lag == 0 and health.stalled_s() == 0
 
 
-def test_history_worker_with_lag_rebuilds_once_then_exits_if_the_broker_answers(clock):
+def test_history_worker_with_lag_rebuilds_once_then_exits_while_the_broker_answers(clock):
     broker_up = [False]
     health = ConsumerHealth(stall_timeout_s=30, broker_answers=lambda: broker_up[0])
     consumer = FakeConsumer({TP: 10}, {TP: 4})
+    for _ in range(24):  # two minutes with 6 events waiting, the broker away: an outage, no remedy
+        clock.now += worker.LAG_CHECK_EVERY_S
+        assert health.check(consumer) is False
+    assert health.lag == 6 and health.stalled_s() == 120  # reported all the same
+
+    broker_up[0] = True
     verdicts = []
-    for _ in range(12):  # 60 s of idle polls with 6 events waiting
+    for _ in range(11):  # 55 s with the broker answering
         clock.now += worker.LAG_CHECK_EVERY_S
         verdicts.append(health.check(consumer))
-    assert health.lag == 6
-    assert verdicts.count(True) == 1 and verdicts.index(True) == 5  # rebuilt once, at 30 s
+    assert verdicts.count(True) == 1 and verdicts.index(True) == 5  # rebuilt once, 30 s after the broker's return
     clock.now += worker.LAG_CHECK_EVERY_S
-    assert health.check(consumer) is False  # 65 s but the broker does not answer: keep waiting
-    broker_up[0] = True
-    clock.now += worker.LAG_CHECK_EVERY_S
-    with pytest.raises(ConsumerWedged):
+    with pytest.raises(ConsumerWedged):  # 60 s
         health.check(consumer)
 
 
@@ -155,3 +163,23 @@ def test_a_stuck_iteration_is_rescued_then_the_process_exits_for_its_supervisor(
     assert proc.stdout.count("RESCUE") == 1
     assert "stuck for" in proc.stdout
     assert time.monotonic() - t0 < 10
+
+
+def test_history_worker_without_an_assignment_waits_out_an_outage_and_a_slow_join(clock, monkeypatch):
+    """No assignment: lag unknown. While the broker does not answer, nothing counts towards a remedy;
+    once it answers, the group gets four times the timeout to form before the consumer is rebuilt."""
+    monkeypatch.setattr(worker, "_lag", lambda consumer: None)
+    broker_up = [False]
+    health = ConsumerHealth(stall_timeout_s=30, broker_answers=lambda: broker_up[0])
+    for _ in range(60):  # five minutes of outage
+        clock.now += worker.LAG_CHECK_EVERY_S
+        assert health.check(object()) is False
+    broker_up[0] = True  # back: its own clock runs from here
+    verdicts = []
+    for _ in range(47):  # 235 s
+        clock.now += worker.LAG_CHECK_EVERY_S
+        verdicts.append(health.check(object()))
+    assert verdicts.count(True) == 1 and verdicts.index(True) == 23  # rebuilt at 120 s, not before
+    clock.now += worker.LAG_CHECK_EVERY_S
+    with pytest.raises(ConsumerWedged):  # 240 s
+        health.check(object())
