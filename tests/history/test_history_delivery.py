@@ -195,7 +195,9 @@ def test_broker_stopped_commands_succeed_and_every_event_arrives_once_after_rest
         messages = _topic_messages(broker.bootstrap, stack["KAFKA_TOPIC"])
         assert sorted(json.loads(m.value)["event_type"] for m in messages) == [
             "TRANSFER_COMPLETED", "WALLET_CREATED", "WALLET_FUNDED", "WALLET_FUNDED"]
-        assert "kafka unavailable" in pipeline.log_path(relay).read_text()
+        # The same relay carried on: a short outage is absorbed within the producer's delivery timeout,
+        # a longer one is retried with backoff ("kafka unavailable"), neither ends the process.
+        assert relay.poll() is None
     finally:
         pipeline.stop(relay)
         pipeline.stop(consumer)
