@@ -40,14 +40,16 @@ broker_connection_timeout = 2
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 broker_connection_retry_on_startup = True
 
-task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("commands", "maintenance"))
+# Commands (and later bulk batches) on `commands`, upkeep on `maintenance`, webhook deliveries on
+# `webhooks`: a host can serve any subset (`-Q commands`), and a slow queue never delays another.
+task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("commands", "maintenance", "webhooks"))
 task_default_queue = "commands"
 task_default_exchange = "commands"
 task_default_routing_key = "commands"
 task_routes = {
-    "wallet.execute_command": {"queue": "commands"},
-    "wallet.execute_commands": {"queue": "commands"},
     "wallet.maintenance.*": {"queue": "maintenance"},
+    "wallet.webhooks.*": {"queue": "webhooks"},
+    "wallet.*": {"queue": "commands"},
 }
 
 # Task events feed Flower, and cost the worker's main process a Redis PUBLISH
@@ -61,8 +63,9 @@ worker_soft_shutdown_timeout = 10.0
 
 beat_schedule = {
     "requeue-stranded-jobs": {"task": "wallet.maintenance.requeue_stranded_jobs", "schedule": 10.0},
-    # A hold stops counting at expires_at by itself; this records it (HOLD_EXPIRED) within seconds.
-    "expire-holds": {"task": "wallet.maintenance.expire_holds", "schedule": 1.0},
+    # A hold stops counting and reads expired at expires_at by itself (computed on read); this records
+    # it and emits HOLD_EXPIRED within 10 s. No periodic task runs more often: Flower shows commands.
+    "expire-holds": {"task": "wallet.maintenance.expire_holds", "schedule": 10.0},
     # The whole-ledger audit; its last result is in audit_runs (`python -m app.cli audit last`).
     "audit-ledger": {"task": "wallet.maintenance.audit_ledger", "schedule": float(_s.audit_interval_s)},
     "purge-idempotency-keys": {"task": "wallet.maintenance.purge_idempotency_keys", "schedule": 3600.0},

@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "history": "history.cli:history",
     "audit": "app.ops_cli:audit_group",
     "keys": "app.ops_cli:keys_group",
+    "jobs": "app.ops_cli:jobs_group",
 }
 
 

@@ -24,21 +24,13 @@ class Settings:
     api_port: int
     history_port: int
     flower_port: int
-    # Optimistic-lock conflicts are retried inside the task this many times
-    # (jittered backoff), then the task is re-queued; a job never fails for it.
+    # Optimistic-lock conflicts are retried inside the task this many times (jittered
+    # backoff), then the task is retried by Celery; a job never fails for it.
     conflict_retries_in_task: int
     conflict_backoff_base_ms: float
     conflict_backoff_cap_ms: float
     # A command whose worker died this many times is failed ATTEMPTS_EXHAUSTED.
     max_lost_deliveries: int
-    # A batch task claims this many queued jobs at a time, and stops claiming
-    # after this many jobs or seconds (then wakes another if more wait).
-    claim_batch_size: int
-    batch_task_max_jobs: int
-    batch_task_max_seconds: float
-    # A batch task that finds the queue empty holds the wake flag this long and claims once more
-    # (0 = leave at once): commands arriving meanwhile need no Celery message of their own.
-    batch_task_linger_ms: float
     task_soft_time_limit: int
     task_time_limit: int
     # The sweeper re-enqueues jobs queued or running longer than these.
@@ -91,14 +83,10 @@ def settings() -> Settings:
         api_port=_int("API_PORT", 3000),
         history_port=_int("HISTORY_PORT", 3001),
         flower_port=_int("FLOWER_PORT", 5555),
-        conflict_retries_in_task=_int("CONFLICT_RETRIES_IN_TASK", 30),
+        conflict_retries_in_task=_int("CONFLICT_RETRIES_IN_TASK", 3),
         conflict_backoff_base_ms=_float("CONFLICT_BACKOFF_BASE_MS", 1.0),
         conflict_backoff_cap_ms=_float("CONFLICT_BACKOFF_CAP_MS", 50.0),
         max_lost_deliveries=_int("MAX_LOST_DELIVERIES", 3),
-        claim_batch_size=_int("CLAIM_BATCH_SIZE", 10),
-        batch_task_max_jobs=_int("BATCH_TASK_MAX_JOBS", 200),
-        batch_task_max_seconds=_float("BATCH_TASK_MAX_SECONDS", 2.0),
-        batch_task_linger_ms=_float("BATCH_TASK_LINGER_MS", 10.0),
         task_soft_time_limit=_int("TASK_SOFT_TIME_LIMIT", 30),
         task_time_limit=hard_limit,
         requeue_queued_after_s=_int("REQUEUE_QUEUED_AFTER_S", 30),

@@ -1,4 +1,4 @@
-"""Operator commands for the ledger audit and API keys (`python -m app.cli audit|keys ...`)."""
+"""Operator commands for the ledger audit, API keys and jobs (`python -m app.cli audit|keys|jobs ...`)."""
 from __future__ import annotations
 
 import json
@@ -73,3 +73,39 @@ def keys_revoke(key: str) -> None:
     count = api_keys.revoke_key(key)
     click.echo(f"revoked {count} key(s)")
     sys.exit(0 if count else 1)
+
+
+@click.group()
+def jobs_group() -> None:
+    """Look at a command's job, or cancel it while it is queued."""
+
+
+@jobs_group.command("show")
+@click.argument("job_id")
+def jobs_show(job_id: str) -> None:
+    """Print the job (any tenant) as JSON; exit 1 when there is none."""
+    from app.services import queries
+
+    job = queries.get_job(job_id, None)
+    if job is None:
+        click.echo(f"no job {job_id}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(job, indent=2, default=str))
+
+
+@jobs_group.command("cancel")
+@click.argument("job_id")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a queued job (status `canceled`, its task revoked); exit 1 if it is running, final or unknown."""
+    from app.domain.errors import JobNotCancelable
+    from app.services import submission
+
+    try:
+        job = submission.cancel(job_id, None)
+    except JobNotCancelable as e:
+        click.echo(e.message, err=True)
+        sys.exit(1)
+    if job is None:
+        click.echo(f"no job {job_id}", err=True)
+        sys.exit(1)
+    click.echo(f"job {job_id} canceled")

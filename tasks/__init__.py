@@ -1,15 +1,14 @@
-"""Celery app of the wallet workers. `celery -A tasks worker` finds `celery_app` here."""
+"""The wallet workers: `celery -A tasks worker` finds the Celery app here, with its signals and tasks."""
 import logging
 import threading
 
-from celery import Celery
 from celery.signals import (
     after_setup_logger, after_setup_task_logger, task_postrun, task_prerun, worker_process_init,
     worker_process_shutdown, worker_ready, worker_shutting_down,
 )
 
-celery_app = Celery("wallet")
-celery_app.config_from_object("celeryconfig")
+from app.adapters.celery_app import celery_app
+
 app = celery_app  # the name `celery -A tasks` looks for
 
 

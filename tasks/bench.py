@@ -1,6 +1,6 @@
 """Benchmark-only task: `wallet.bench.noop`, the Celery ceiling `make bench` measures against.
 
-It does nothing, with the same delivery options as `wallet.execute_command`
+It does nothing, with the same delivery options as the command tasks (`wallet.fund`, …)
 (acks_late, reject_on_worker_lost, no result), so draining it measures what
 Celery + Redis cost per task on this worker setup.
 """

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, CursorResult
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.adapters.db import json_rows, run_sql
-from app.domain.errors import ConcurrencyConflict
+from app.domain.errors import (
+    BusinessRuleViolation, CaptureExceedsHold, ConcurrencyConflict, InsufficientFunds, ReversalExceedsOriginal,
+)
 from app.domain.holds import Hold
 from app.domain.ledger import Entry, Limits, OriginalEntry, Wallet
 
@@ -23,38 +25,26 @@ from app.domain.ledger import Entry, Limits, OriginalEntry, Wallet
 _CONFLICT = "40001"  # serialization_failure: a wallet changed since it was read
 _DEADLOCK = "40P01"  # two commands locked the same wallets in opposite orders: retry like a conflict
 _NOT_RUNNING = "WJ001"  # the job is final already: another delivery applied it
+# CHECK constraints that are a rule of money: a command the worker let through and the database
+# refused for one of them is that business rejection, not a fault to retry.
+_BUSINESS_CONSTRAINTS = {
+    "ck_wallets_balance_not_negative": InsufficientFunds,
+    "ck_journal_entries_reversal_within_amount": ReversalExceedsOriginal,
+    "ck_holds_capture_within_amount": CaptureExceedsHold,
+}
+
+
+def business_error_of(error: IntegrityError) -> BusinessRuleViolation | None:
+    """The business rejection a constraint violation stands for, or None (then it is a bug)."""
+    diag = getattr(error.orig, "diag", None)
+    kind = _BUSINESS_CONSTRAINTS.get(getattr(diag, "constraint_name", None) or "")
+    if kind is None:
+        return None
+    return kind(f"refused by the ledger's constraint {diag.constraint_name}")
 
 
 class JobNotRunning(Exception):
     """The job was no longer running when its command tried to finish it."""
-
-
-class WalletSnapshot:
-    """Wallets as this worker last read or committed them, so a command can run without reading them again.
-
-    Safe under optimistic locking: every wallet write checks the version that
-    was read, so a stale wallet only fails its save as a conflict; it is then
-    forgotten and read afresh on the retry. Only committed state may go in
-    (`remember` after the commit): a rolled-back state could share its version
-    number with a later real one.
-    """
-
-    def __init__(self) -> None:
-        self._wallets: dict[str, Wallet] = {}
-
-    def get(self, ids: list[str]) -> dict[str, Wallet] | None:
-        """All the wallets asked for, or None if one is missing."""
-        try:
-            return {i: self._wallets[i] for i in ids}
-        except KeyError:
-            return None
-
-    def remember(self, wallets) -> None:
-        self._wallets.update((w.id, w) for w in wallets)
-
-    def forget(self, wallets) -> None:
-        for w in wallets:
-            self._wallets.pop(w.id, None)
 
 
 @dataclass(frozen=True)
@@ -72,41 +62,17 @@ class ClaimedJob:
 # before the flush, the job would just read queued again and be re-enqueued.
 _CLAIMED = "id::text AS id, tenant_id, type, payload, request_id, lost_deliveries"
 
-# A job's own task claims it: claimed_by = the job id puts it on the per-job path for good.
+# The job's task claims it; a canceled or final job is not claimed (the task then does nothing).
 _CLAIM = f"""
     UPDATE jobs
        SET status = 'running',
            attempts = attempts + 1,
            -- a delivery that finds the job already running means the last one died
            lost_deliveries = lost_deliveries + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
-           claimed_by = id::text,
            updated_at = now()
       FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
      WHERE id = :id AND status IN ('queued', 'running')
  RETURNING {_CLAIMED}
-"""
-
-# A batch task claims up to :limit jobs nobody has claimed yet, oldest first, and
-# gets them in the order they were accepted; SKIP LOCKED lets concurrent batch
-# tasks take disjoint jobs without waiting.
-_CLAIM_BATCH = f"""
-    WITH claimed AS (
-        UPDATE jobs
-           SET status = 'running', attempts = attempts + 1, claimed_by = :delivery, updated_at = now()
-          FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-         WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND claimed_by IS NULL
-                       ORDER BY enqueued_at LIMIT :limit FOR UPDATE SKIP LOCKED)
-     RETURNING {_CLAIMED}, enqueued_at, created_at)
-    SELECT {_CLAIMED.replace("id::text AS id", "id")} FROM claimed ORDER BY enqueued_at, created_at
-"""
-
-# Jobs an earlier delivery of this batch task claimed and never finished: it died.
-# They go to their own tasks (claimed_by = job id), still `running`, so each
-# per-job claim counts the lost delivery and a job that kills workers is capped.
-_HAND_OFF_ORPHANS = """
-    UPDATE jobs SET claimed_by = id::text, updated_at = now()
-     WHERE status = 'running' AND claimed_by = :delivery
- RETURNING id::text
 """
 
 # A command's rows travel as JSON, one parameter per row or set of rows (db.json_rows),
@@ -186,14 +152,11 @@ class WalletStore:
     statement. With `one_statement=True` the connection is in autocommit and
     that statement is the whole transaction (one round trip, no BEGIN or
     COMMIT): the command may read, but any write sent on its own raises.
-    `snapshot` serves wallets already known to this worker (see WalletSnapshot).
     """
 
-    def __init__(self, conn: Connection, *, one_statement: bool = False, snapshot: WalletSnapshot | None = None):
+    def __init__(self, conn: Connection, *, one_statement: bool = False):
         self.conn = conn
         self.one_statement = one_statement
-        self.snapshot = snapshot
-        self.saved_wallets: list[Wallet] = []  # what this command wrote, to remember once committed
         self._pending: list[tuple[str, dict]] = []
         self._checks: list[str] = []  # expect_rows(...) over pending statements
         self._sent_writes = False  # after a write, reads may see this transaction's own uncommitted rows
@@ -226,15 +189,6 @@ class WalletStore:
         """Mark a job running and count the try; None when it is already final."""
         row = self._run(_CLAIM, {"id": job_id}).mappings().first()
         return ClaimedJob(**row) if row else None
-
-    def claim_batch(self, delivery_id: str, limit: int) -> list[ClaimedJob]:
-        """Mark up to `limit` unclaimed queued jobs running for this batch delivery, oldest first."""
-        rows = self._run(_CLAIM_BATCH, {"delivery": delivery_id, "limit": limit}).mappings().all()
-        return [ClaimedJob(**row) for row in rows]
-
-    def hand_off_orphans(self, delivery_id: str) -> list[str]:
-        """Ids of the jobs an earlier delivery of this batch task left running, now on the per-job path."""
-        return self._run(_HAND_OFF_ORPHANS, {"delivery": delivery_id}).scalars().all()
 
     def finish_job(self, job_id: str, *, status: str, result: dict | None = None,
                    error: dict | None = None, extra_attempts: int = 0) -> float | None:
@@ -270,18 +224,12 @@ class WalletStore:
     # wallets --------------------------------------------------------------
 
     def load_wallets(self, ids: list[str]) -> dict[str, Wallet]:
-        """The wallets that exist among `ids` (from the snapshot when it has them all)."""
-        if self.snapshot is not None:
-            known = self.snapshot.get(ids)
-            if known is not None:
-                return known
+        """The wallets that exist among `ids`."""
         wallets = {}
         for r in self._run(_LOAD_WALLETS, {"ids": ids}).mappings():
             r = dict(r)
             r["limits"] = Limits(r.pop("per_transaction_limit"), r.pop("daily_debit_limit"))
             wallets[r["id"]] = Wallet(**r)
-        if self.snapshot is not None and not (self._pending or self._sent_writes):  # committed state only
-            self.snapshot.remember(wallets.values())
         return wallets
 
     def wallet_row(self, wallet_id: str) -> dict:
@@ -312,7 +260,6 @@ class WalletStore:
             "debit_day": wallet.debit_day, "debited_today": wallet.debited_today, "updated_at": now,
         }), "conflict": f"wallet {wallet.id} changed since version {wallet.version - 1}"})
         self._checks.append(f"expect_rows((SELECT count(*) FROM w{n}), 1, '{_CONFLICT}', :d{n}_conflict)")
-        self.saved_wallets.append(wallet)
 
     # holds ----------------------------------------------------------------
 

@@ -48,14 +48,13 @@ wallets = Table(
 
 jobs = Table(
     "jobs", metadata,
-    Column("id", UUID(as_uuid=False), primary_key=True),  # also the task id of its per-job task (wallet.execute_command)
+    Column("id", UUID(as_uuid=False), primary_key=True),  # also the id of its Celery task (wallet.<type>)
     Column("tenant_id", Text, nullable=False),
     Column("type", Text, nullable=False),
     Column("status", Text, nullable=False, server_default="queued"),
     Column("payload", JSONB, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("lost_deliveries", Integer, nullable=False, server_default="0"),
-    Column("claimed_by", Text),  # the Celery task (delivery) that claimed it: a batch task's id, or the job's own
     Column("result", JSONB),
     Column("error", JSONB),
     Column("request_id", Text, nullable=False),
@@ -63,7 +62,7 @@ jobs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("enqueued_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("completed_at", DateTime(timezone=True)),
-    CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')", name="status_known"),
+    CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'canceled')", name="status_known"),
     Index("ix_jobs_unfinished", "status", "enqueued_at", postgresql_where=text("status IN ('queued', 'running')")),
 )
 

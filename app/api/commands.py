@@ -9,12 +9,13 @@ from flask import Response, jsonify, request
 from app.api.context import json_body, owner_tenant, request_id
 from app.api.problems import ApiError
 from app.config import settings
+from app.domain.commands import FINAL_STATUSES
 from app.services import queries, submission
 from app.services.views import job_view
 
 _IDEMPOTENCY_KEY = re.compile(r"\A[\x20-\x7e]{1,255}\Z")
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
-FINAL = ("succeeded", "failed")
+FINAL = FINAL_STATUSES
 
 
 def _idempotency_key() -> str | None:

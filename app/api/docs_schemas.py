@@ -71,7 +71,7 @@ class JobError(Schema):
 class JobOut(Schema):
     id = fields.UUID(required=True)
     type = fields.String(required=True)
-    status = fields.String(required=True, metadata={"enum": ["queued", "running", "succeeded", "failed"]})
+    status = fields.String(required=True, metadata={"enum": ["queued", "running", "succeeded", "failed", "canceled"]})
     attempts = fields.Integer(required=True)
     result = fields.Dict(required=True, allow_none=True,
                          metadata={"description": "the wallet, transaction or hold the command produced"})

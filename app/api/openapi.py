@@ -41,7 +41,8 @@ REQUEST_ID_HEADER = {"name": "X-Request-ID", "in": "header", "required": False,
 
 ERROR_DESCRIPTIONS = {
     400: "Malformed JSON", 401: "Missing or unknown API key", 403: "The key lacks the scope",
-    404: "Not found (or another tenant's)", 405: "Method not allowed", 413: "Body too large",
+    404: "Not found (or another tenant's)", 405: "Method not allowed", 409: "Conflict with the resource's state",
+    413: "Body too large",
     422: "Validation failed", 429: "Rate limit (see Retry-After)",
     503: "Unavailable: the command queue is full or the database is restarting (see Retry-After)",
 }
@@ -59,6 +60,7 @@ class Operation:
     tags: tuple[str, ...] = field(default_factory=tuple)
     other_json_responses: tuple[tuple[int, str], ...] = ()  # (status, description), same body as the 200
     description: str | None = None
+    problems: tuple[int, ...] = ()  # further problem+json statuses the operation answers with
 
 
 def _problem(description: str) -> dict:
@@ -99,6 +101,7 @@ def _operation(rule, method: str, op: Operation) -> dict:
         codes.append(422)
     if op.body is not None:
         codes += [400, 413]
+    codes += op.problems
     for code in sorted(set(codes)):
         doc["responses"][str(code)] = _problem(ERROR_DESCRIPTIONS[code])
     if op.public:

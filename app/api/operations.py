@@ -44,6 +44,9 @@ OPERATIONS: dict[str, Operation] = {
     "transactions.reverse": Operation("Reverse all or part of a transaction", body=body.ReverseSchema,
                                       command=True),
     "jobs.get_job": Operation("What became of a command", response=out.JobOut),
+    "jobs.cancel_job": Operation("Cancel a queued command: it becomes `canceled` and never touches the ledger "
+                                 "(409 JOB_NOT_CANCELABLE once it is running or final)", response=out.JobOut,
+                                 problems=(409,)),
     "metrics.metrics_endpoint": Operation("Prometheus metrics (admin key)", tags=("operations",), text="text/plain",
                                           description="Prometheus text format; see the README for the series."),
 }

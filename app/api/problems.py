@@ -25,6 +25,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "HOLD_NOT_FOUND": (404, "Hold not found"),
     "TRANSACTION_NOT_FOUND": (404, "Transaction not found"),
     "METHOD_NOT_ALLOWED": (405, "Method not allowed"),
+    "JOB_NOT_CANCELABLE": (409, "Job not cancelable"),
     "PAYLOAD_TOO_LARGE": (413, "Payload too large"),
     "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported media type"),
     "VALIDATION_FAILED": (422, "Validation failed"),

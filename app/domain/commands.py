@@ -17,6 +17,9 @@ UNFREEZE = "unfreeze"
 CLOSE = "close"
 SET_LIMITS = "set_limits"
 
+# A job in one of these never changes again.
+FINAL_STATUSES = ("succeeded", "failed", "canceled")
+
 
 @dataclass(frozen=True)
 class CreateWallet:

@@ -44,6 +44,11 @@ class ConcurrencyConflict(Exception):
     """Another transaction changed a row since it was read (optimistic lock)."""
 
 
+class JobNotCancelable(WalletError):
+    """Only a queued job can be canceled: a running or final one has gone past that point."""
+    code = "JOB_NOT_CANCELABLE"
+
+
 class IdempotencyKeyReused(WalletError):
     """The same Idempotency-Key came back with a different request."""
 

@@ -237,6 +237,8 @@ def capture(source: Wallet, hold_amount: Decimal, amount: Decimal, destination: 
 def reverse(original: "OriginalEntry", wallets: dict[str, Wallet], amount: Decimal,
             reason: str | None = None) -> Entry:
     """Put back `amount` of an earlier entry: every posting of it, negated and scaled."""
+    if original.remaining <= 0:
+        raise ReversalExceedsOriginal(f"transaction {original.id} is already fully reversed")
     if amount > original.remaining:
         raise ReversalExceedsOriginal(
             f"only {format_amount(original.remaining, original.currency)} {original.currency} of transaction "

@@ -1,13 +1,13 @@
-"""Executes a job exactly once, however often it is claimed or its task delivered.
+"""Executes a job exactly once, however often its task is delivered.
 
-A short transaction claims the job (status running, attempts + 1): one job by
-its own task (`execute_job`), or several queued jobs at once by a batch task
-(`execute_queued_jobs`). Each command then runs in its own transaction that
-changes balances, writes journal and outbox rows and makes the job final; it
-only commits if the job was still running, so a second delivery can never
-apply it again. Optimistic-lock conflicts roll the attempt back and retry here
-with jittered backoff; business rejections end the job failed; anything else
-is left to the job's own task and its retries.
+The job's task claims it in a short statement (status running, attempts + 1;
+a job found already running counts a lost delivery). The command then runs in
+one transaction that changes balances, writes journal and outbox rows and makes
+the job final; it only commits if the job was still running, so a second
+delivery can never apply it again. Optimistic-lock conflicts roll the attempt
+back and retry here a few times with jittered backoff, then the job goes back
+to queued and the task is retried by Celery (StillContended); business
+rejections end the job failed; anything else is left to the task's retries.
 """
 from __future__ import annotations
 
@@ -18,24 +18,19 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
-from app.adapters import command_queue
 from app.adapters.db import autocommit, engine
-from app.adapters.store import ClaimedJob, WalletSnapshot, WalletStore
+from app.adapters.store import ClaimedJob, WalletStore, business_error_of
 from app.config import settings
 from app.domain import commands
 from app.domain.errors import AttemptsExhausted, BusinessRuleViolation, ConcurrencyConflict
 from app.observability import logs, metrics
-from app.services.handlers import HANDLERS, ONE_STATEMENT, wallets_named
+from app.services.handlers import HANDLERS, ONE_STATEMENT
 
 log = logging.getLogger(__name__)
 
 
-class RetryLater(Exception):
-    """The job could not finish in this delivery; run the task again later."""
-
-    def __init__(self, reason: str, countdown: float):
-        super().__init__(reason)
-        self.countdown = countdown
+class StillContended(Exception):
+    """Optimistic-lock conflicts outlasted the in-process retries; the job is queued again for a later try."""
 
 
 class _AlreadyFinal(Exception):
@@ -57,7 +52,7 @@ def _backoff_seconds(attempt: int) -> float:
 
 
 def execute_job(job_id: str) -> Outcome:
-    """Apply a job's command once; raises RetryLater when it must run again."""
+    """Apply a job's command once; raises StillContended when it must run again."""
     with autocommit() as conn:
         job = WalletStore(conn).claim_job(job_id)
     if job is None:
@@ -65,81 +60,11 @@ def execute_job(job_id: str) -> Outcome:
     return _run(job)
 
 
-@dataclass(frozen=True)
-class BatchOutcome:
-    ran: int  # jobs claimed and run (whatever their outcome)
-    handed_off: int  # jobs given to their own task: orphans of a dead delivery, retries
-    more: bool  # stopped at the budget with jobs still queued
-
-
-def execute_queued_jobs(delivery_id: str, *, batch_size: int, budget: int, budget_s: float,
-                        linger_s: float = 0.0) -> BatchOutcome:
-    """Claim queued jobs in batches and run each in its own transaction, up to `budget` jobs or seconds.
-
-    `delivery_id` is the batch task's id: what it claimed is marked with it, so
-    if this worker dies, the task's next delivery hands those jobs to their own
-    tasks (which count the lost delivery). A job that needs another try (still
-    contended, or an unexpected error) goes to its own task with a delay.
-
-    When a claim finds nothing, the task lingers: it takes the wake flag, waits
-    `linger_s` and claims again, and leaves only after a second empty claim in
-    a row. Commands accepted while it waits see the flag and publish no task,
-    so at a steady moderate rate one Celery message serves many jobs instead of
-    one or two (each message costs more CPU than running a transfer). If
-    another batch task holds the flag, that one will claim: this one leaves.
-    """
-    with autocommit() as conn:
-        orphans = WalletStore(conn).hand_off_orphans(delivery_id)
-    for job_id in orphans:
-        command_queue.enqueue(job_id)
-    if orphans:
-        log.warning("handed %d jobs of a lost delivery to their own tasks", len(orphans))
-    ran, handed_off = 0, len(orphans)
-    deadline = time.monotonic() + budget_s
-    lingered = False
-    # A lingering task always claims once more, past its deadline too: it holds the wake flag, so the
-    # commands accepted meanwhile published no task and only that claim will see them.
-    while lingered or (ran < budget and time.monotonic() < deadline):
-        command_queue.clear_wake()  # before the claim: a job committed after this wakes another batch task
-        snapshot = WalletSnapshot()  # the claimed jobs' wallets, read once for the batch
-        with autocommit() as conn:
-            store = WalletStore(conn, snapshot=snapshot)
-            jobs = store.claim_batch(delivery_id, min(batch_size, budget - ran))
-            if jobs:
-                store.load_wallets(sorted({w for job in jobs for w in wallets_named(job.payload)}))
-        if not jobs:
-            if lingered or linger_s <= 0 or not command_queue.take_wake():
-                return BatchOutcome(ran, handed_off, more=False)
-            lingered = True  # the flag is ours: jobs committed from now on are left to our next claim
-            time.sleep(linger_s)
-            continue
-        lingered = False
-        for job in jobs:
-            ran += 1
-            logs.job_id_var.set(job.id)
-            try:
-                _run(job, snapshot)
-            except RetryLater as later:  # already released to queued
-                command_queue.enqueue(job.id, countdown=later.countdown)
-                handed_off += 1
-            except Exception:  # noqa: BLE001 - a fault or a bug: the job's own task retries it with backoff
-                log.warning("job %s raised; handing it to its own task", job.id, exc_info=True,
-                            extra={"job_id": job.id})
-                release(job.id)  # if the database is away this raises: the batch task retries, orphans go on
-                command_queue.enqueue(job.id, countdown=0.5)
-                handed_off += 1
-            finally:
-                logs.job_id_var.set(None)
-                logs.request_id_var.set(None)
-    return BatchOutcome(ran, handed_off, more=True)
-
-
-def _run(job: ClaimedJob, snapshot: WalletSnapshot | None = None) -> Outcome:
-    """Apply a claimed job's command once; raises RetryLater when it must run again.
+def _run(job: ClaimedJob) -> Outcome:
+    """Apply a claimed job's command once; raises StillContended when it must run again.
 
     Fund, withdraw and transfer are one statement in autocommit (no BEGIN or
-    COMMIT); the other commands run in a transaction. `snapshot` holds wallets
-    already read for the batch: a stale one only costs a conflict and a re-read.
+    COMMIT); the other commands run in a transaction.
     """
     s = settings()
     job_id = job.id
@@ -151,40 +76,40 @@ def _run(job: ClaimedJob, snapshot: WalletSnapshot | None = None) -> Outcome:
     handler = HANDLERS[job.type]
     command = commands.from_payload(job.type, job.payload)
     one_statement = job.type in ONE_STATEMENT
-    snapshot = snapshot or WalletSnapshot()
     conflicts = 0
     for attempt in range(s.conflict_retries_in_task + 1):
         store = None
         try:
             with autocommit() if one_statement else engine().begin() as conn:
-                store = WalletStore(conn, one_statement=one_statement, snapshot=snapshot)
+                store = WalletStore(conn, one_statement=one_statement)
                 result = handler(store, job, command)
                 seconds = store.finish_job(job_id, status="succeeded", result=result, extra_attempts=conflicts)
                 if seconds is None:
                     raise _AlreadyFinal()
-            snapshot.remember(store.saved_wallets)  # committed: the batch's next command may start from here
             _report(job, "succeeded", None, seconds, conflicts)
             return Outcome(job_id, "succeeded", conflicts)
-        except ConcurrencyConflict:
-            if store is not None:
-                snapshot.forget(store.saved_wallets)  # read them afresh on the retry
+        except ConcurrencyConflict:  # a wallet moved since it was read: read it afresh and try again
             conflicts += 1
             time.sleep(_backoff_seconds(attempt))
         except BusinessRuleViolation as error:
             return _fail(job, error, conflicts)
         except _AlreadyFinal:
             return Outcome(job_id, "already_final", conflicts)
-        except IntegrityError:
+        except IntegrityError as error:
             # A unique (job, account) or (job) violation: a concurrent delivery applied it.
             if _is_final(job_id):
                 return Outcome(job_id, "already_final", conflicts)
-            raise
+            business = business_error_of(error)
+            if business is not None:  # a rule of money the database enforced: fail it, never retry
+                log.warning("the database refused job %s: %s", job_id, business.message, extra={"job_id": job_id})
+                return _fail(job, business, conflicts)
+            raise  # anything else is a bug: the task retries it a few times, then fails it INTERNAL_ERROR
     # Still contended: give the slot back and come again, never fail the job for it.
     with autocommit() as conn:
         WalletStore(conn).release_job(job_id, extra_attempts=conflicts)
     metrics.shared().inc("wallet_optimistic_lock_conflicts_total", amount=conflicts) \
         .inc("wallet_command_retries_total", "conflicts").send()
-    raise RetryLater(f"{conflicts} optimistic-lock conflicts", countdown=random.uniform(0.05, 0.5))
+    raise StillContended(f"{conflicts} optimistic-lock conflicts")
 
 
 def release(job_id: str) -> None:
@@ -224,4 +149,4 @@ def _report(job: ClaimedJob, status: str, code: str | None, seconds: float, conf
 
 def _is_final(job_id: str) -> bool:
     with engine().connect() as conn:
-        return WalletStore(conn).job_status(job_id) in ("succeeded", "failed")
+        return WalletStore(conn).job_status(job_id) in commands.FINAL_STATUSES

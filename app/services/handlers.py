@@ -171,11 +171,6 @@ def void_hold(store: WalletStore, job: ClaimedJob, cmd: commands.VoidHold) -> di
 ONE_STATEMENT = frozenset({commands.FUND, commands.WITHDRAW, commands.TRANSFER})
 
 
-def wallets_named(payload: dict) -> list[str]:
-    """The wallets a command's payload names, to read ahead for a batch (holds and reversals find theirs later)."""
-    return [w for w in (payload.get("wallet_id"), payload.get("to_wallet_id")) if w]
-
-
 HANDLERS = {
     commands.CREATE_WALLET: create_wallet,
     commands.FUND: fund,

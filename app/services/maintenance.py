@@ -34,14 +34,14 @@ def requeue_stranded_jobs(limit: int = 1000) -> list[str]:
                     OR (status = 'running' AND updated_at < now() - make_interval(secs => :running_after)
                         AND enqueued_at < now() - make_interval(secs => :running_after))
                  ORDER BY enqueued_at LIMIT :limit FOR UPDATE SKIP LOCKED)
-            RETURNING id::text
+            RETURNING id::text, type
         """), {"queued_after": s.requeue_queued_after_s, "running_after": s.requeue_running_after_s,
-               "limit": limit}).scalars().all()
-    for job_id in ids:
-        command_queue.enqueue(job_id)
+               "limit": limit}).all()
+    for job_id, job_type in ids:
+        command_queue.enqueue(job_id, job_type)
     if ids:
         log.warning("re-enqueued %d stranded jobs", len(ids))
-    return ids
+    return [job_id for job_id, _ in ids]
 
 
 def purge_idempotency_keys() -> int:

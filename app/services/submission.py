@@ -14,9 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from app.adapters import command_queue
 from app.adapters.db import autocommit, engine, run_sql
 from app.domain.commands import to_payload
-from app.domain.errors import IdempotencyKeyReused
+from app.domain.errors import IdempotencyKeyReused, JobNotCancelable
 from app.observability import metrics
-from app.services.queries import JOB_COLUMNS
+from app.services.queries import JOB_COLUMNS, get_job
+from app.services.views import job_view
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ def submit(command_type: str, command, *, tenant_id: str, request_id: str,
         log.info("command accepted", extra={"job_id": str(accepted.job["id"]), "command": command_type,
                                             "tenant_id": tenant_id})
         # After the commit, never before: a worker must find the job row. If this
-        # wake-up is lost, the sweeper re-enqueues the job.
-        command_queue.wake()
+        # publish is lost, the sweeper re-enqueues the job.
+        command_queue.enqueue(str(accepted.job["id"]), command_type)
     return accepted
 
 
@@ -71,6 +72,30 @@ def backlog(limit: int) -> int:
                             {"n": limit + 1}).scalar()
         _backlog.update(value=value, read_at=now, pid=os.getpid())
     return _backlog["value"]
+
+
+def cancel(job_id: str, tenant_id: str | None) -> dict | None:
+    """Cancel a queued job (it becomes final and never touches the ledger); None when there is no such job.
+
+    One UPDATE decides: it only matches a queued job, and a worker's claim only
+    matches a queued (or running) one, so exactly one of them wins the row. A job
+    that is running or final raises JobNotCancelable.
+    """
+    with autocommit() as conn:
+        row = run_sql(conn, f"""
+            UPDATE jobs AS j SET status = 'canceled', completed_at = now(), updated_at = now()
+             WHERE j.id = CAST(:id AS uuid) AND j.status = 'queued' {'' if tenant_id is None else 'AND j.tenant_id = :tenant'}
+            RETURNING {JOB_COLUMNS}
+        """, {"id": job_id, "tenant": tenant_id}).mappings().first()
+    if row is None:
+        job = get_job(job_id, tenant_id)
+        if job is None:
+            return None
+        raise JobNotCancelable(f"job {job_id} is {job['status']}: only a queued job can be canceled")
+    command_queue.revoke(job_id)
+    metrics.shared().inc("wallet_jobs_completed_total", row["type"], "canceled", "").send()
+    log.info("job canceled", extra={"job_id": job_id, "command": row["type"]})
+    return job_view(row)
 
 
 def record_job(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint) -> Accepted:

@@ -54,7 +54,7 @@ def test_a_worker_keeps_running_when_redis_restarts_empty_under_an_unacked_task(
         with engine().connect() as blocker:
             blocker.begin()
             blocker.execute(text("SELECT 1 FROM wallets WHERE id = :id FOR UPDATE"), {"id": wallet_id})
-            sender.send_task("wallet.execute_command", args=[blocked], task_id=blocked, queue="commands")
+            sender.send_task("wallet.fund", args=[blocked], task_id=blocked, queue="commands")
             wait_for(_blocked_backend, timeout=20, what="the task to block on the wallet row (unacked)")
             services.restart("redis", down_for=1.0)  # SIGKILL; a fresh, empty Redis on the same port
             time.sleep(1.0)
@@ -63,7 +63,7 @@ def test_a_worker_keeps_running_when_redis_restarts_empty_under_an_unacked_task(
         assert worker.poll() is None, f"the worker exited ({worker.returncode}) after losing Redis"
         # It reconnected: a task sent to the new Redis runs.
         after = record_job(commands.FUND, commands.Fund(wallet_id=wallet_id, amount=Decimal("1.00"), reference=None))
-        sender.send_task("wallet.execute_command", args=[after], task_id=after, queue="commands")
+        sender.send_task("wallet.fund", args=[after], task_id=after, queue="commands")
         assert wait_job(client, after, timeout=30)["status"] == "succeeded"
         # The blocked job ran to its end in the worker (or, were it cut off, the sweeper would re-enqueue it).
         assert wait_job(client, blocked, timeout=30)["status"] == "succeeded"

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from app.adapters.db import autocommit, engine
-from app.adapters.store import WalletSnapshot, WalletStore
+from app.adapters.store import WalletStore
 from app.domain import commands
 from app.domain.errors import ConcurrencyConflict
 from app.services import executor, handlers
@@ -87,19 +87,24 @@ def test_a_job_final_meanwhile_leaves_the_wallets_alone(stack):
     assert entries_for(job.id) == 0 and _outbox_rows(job.id) == 0
 
 
-def test_a_stale_snapshot_costs_one_conflict_and_a_fresh_read(stack):
+def test_a_wallet_that_moved_after_its_read_costs_one_conflict_and_a_fresh_read(stack, monkeypatch):
     source, destination = _funded_wallet("10.00"), _funded_wallet("0.00")
     job = _claimed_transfer(source, destination, "4.00")
-    snapshot = WalletSnapshot()
-    with autocommit() as conn:
-        WalletStore(conn, snapshot=snapshot).load_wallets([source, destination])
-    _bump_version(source)
-    outcome = executor._run(job, snapshot)
+    read = WalletStore.load_wallets
+    moved = []
+
+    def read_then_move(self, ids):
+        wallets = read(self, ids)
+        if not moved:  # another command commits on the source between this read and the write
+            moved.append(True)
+            _bump_version(source)
+        return wallets
+
+    monkeypatch.setattr(WalletStore, "load_wallets", read_then_move)
+    outcome = executor._run(job)
     assert (outcome.status, outcome.conflicts) == ("succeeded", 1)
     assert _wallet(source) == (Decimal("6.00"), 4) and _wallet(destination) == (Decimal("4.00"), 2)
     assert entries_for(job.id) == 1 and _outbox_rows(job.id) == 1
-    # The committed state is what the batch's next command starts from.
-    assert snapshot.get([source])[source].version == 4
 
 
 def test_a_one_statement_command_cannot_send_a_write_on_its_own(stack):

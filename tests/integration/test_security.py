@@ -91,6 +91,7 @@ def cross_tenant_routes(wallet_id, other_wallet_id, hold_id, transaction_id, job
         ("GET", f"/transactions/{transaction_id}", None, "TRANSACTION_NOT_FOUND"),
         ("POST", f"/transactions/{transaction_id}/reverse", {}, "TRANSACTION_NOT_FOUND"),
         ("GET", f"/jobs/{job_id}", None, "JOB_NOT_FOUND"),
+        ("POST", f"/jobs/{job_id}/cancel", None, "JOB_NOT_FOUND"),
     ]
 
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 import pytest
 
 from app.domain import ledger
-from app.domain.errors import CurrencyMismatch, InsufficientFunds, WalletNotActive
+from app.domain.errors import CurrencyMismatch, InsufficientFunds, ReversalExceedsOriginal, WalletNotActive
 from app.domain.ledger import Wallet
 
 TODAY = date(2026, 11, 25)
@@ -63,3 +63,22 @@ def test_an_unbalanced_entry_cannot_exist():
     with pytest.raises(AssertionError):
         ledger.Entry(type="FUND", currency="USD", amount=Decimal(1), wallet_id="a", counterparty_wallet_id=None,
                      reference=None, postings=(ledger.Posting("a", Decimal(1)),))
+
+
+def _withdrawal(reversed_amount: str) -> ledger.OriginalEntry:
+    return ledger.OriginalEntry(id="e1", type="WITHDRAWAL", currency="USD", amount=Decimal("4"),
+                                reversed_amount=Decimal(reversed_amount), wallet_id="a", counterparty_wallet_id=None,
+                                postings=(("a", Decimal("-4")), (ledger.SYSTEM_WITHDRAWALS, Decimal("4"))))
+
+
+def test_a_reversal_puts_back_part_of_an_entry_and_refuses_more_than_remains():
+    entry = ledger.reverse(_withdrawal("1"), {"a": wallet("6")}, Decimal("3"))
+    assert {p.account: p.amount for p in entry.postings} == {"a": Decimal("3"), ledger.SYSTEM_WITHDRAWALS: Decimal("-3")}
+    with pytest.raises(ReversalExceedsOriginal):
+        ledger.reverse(_withdrawal("1"), {"a": wallet("6")}, Decimal("3.01"))
+
+
+def test_a_fully_reversed_entry_cannot_be_reversed_again_not_even_by_nothing():
+    """The remaining amount is zero: reversing "all that remains" must not build a zero-amount posting."""
+    with pytest.raises(ReversalExceedsOriginal, match="already fully reversed"):
+        ledger.reverse(_withdrawal("4"), {"a": wallet("10")}, Decimal("0"))
