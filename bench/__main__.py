@@ -27,13 +27,13 @@ from pathlib import Path
 from bench import report
 from bench.stack import REPO, Stack, StackOptions
 
-DEFAULT_SCENARIOS = ("ceiling", "uniform", "hot", "half_load")
+DEFAULT_SCENARIOS = ("ceiling", "uniform", "hot", "half_load", "drain")
 
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
-                   help="comma-separated subset of ceiling,uniform,hot,half_load (default: all)")
+                   help="comma-separated subset of ceiling,uniform,hot,half_load,drain (default: all)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of load per scenario")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds left out of completed/s at the start")
     p.add_argument("--ceiling-tasks", type=int, default=10_000,
@@ -44,10 +44,14 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--max-outstanding", type=int, default=64,
                    help="closed loop: submit while fewer commands than this are unfinished")
     p.add_argument("--half-rate", type=float, default=None, help="fixed rate of half_load (default: 50%% of uniform)")
+    p.add_argument("--drain-commands", type=int, default=3000, help="backlog of the drain scenario")
+    p.add_argument("--drain-workers", default="1,4",
+                   help="worker process counts the backlog is drained with, in turn (default 1,4)")
+    p.add_argument("--drain-pool", default="prefork", help="Celery pool of the drain workers (prefork, threads)")
     p.add_argument("--memory", type=int, default=0, metavar="N", help="also run N commands in a row, RSS over time")
     p.add_argument("--api-workers", type=int, default=int(os.environ.get("GUNICORN_WORKERS", 2)))
     p.add_argument("--api-threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", 8)))
-    p.add_argument("--celery-workers", type=int, default=int(os.environ.get("WORKERS", 2)),
+    p.add_argument("--celery-workers", type=int, default=int(os.environ.get("WORKERS", 4)),
                    help="Celery prefork concurrency")
     p.add_argument("--no-beat", action="store_true", help="do not run celery beat (sweeper, audit, expiries)")
     p.add_argument("--log-level", default="info", help="of every process (default info, as in the Procfile)")
@@ -172,6 +176,16 @@ def main(argv=None) -> int:
                     fig["ratio_to_ceiling"] = round(fig["completed_per_s"] / ceiling_rate, 3)
             say(f"ceiling: {ceiling_rate:.0f} no-op tasks/s (median of the drains "
                 f"{' / '.join(f'{d:.0f}' for d in sc['ceiling']['drains_per_s'])})")
+        if "drain" in scenarios and stack.procs:
+            fresh_topic("drain")
+            drains_by_workers = {}
+            for workers in (int(w) for w in args.drain_workers.split(",")):
+                fig = runner.drain(args.drain_commands, workers, args.drain_pool)
+                drains_by_workers[str(workers)] = fig
+                say(f"drain with {workers} {args.drain_pool} worker processes: {fig['drained_per_s']:.0f} jobs/s")
+            results["drain"] = drains_by_workers
+            stack.restart_worker(args.celery_workers)  # as the other scenarios ran
+            sampler.add_root("celery", stack.roots["celery"])
         if args.memory:
             fresh_topic("memory")
             sc["memory"] = runner.memory(args.memory, args.max_outstanding)

@@ -43,6 +43,11 @@ def targets(results: dict) -> list[dict]:
             v = s["mb_per_100k_commands"]
             add(f"memory: {kind} RSS growth (MB per 100k commands)", v, f"≤ {MEMORY_FLAT_MB_PER_100K}",
                 v <= MEMORY_FLAT_MB_PER_100K)
+    drain = results.get("drain", {})
+    if len(drain) >= 2:
+        few, many = sorted(drain.values(), key=lambda d: d["workers"])[::len(drain) - 1]
+        r = round(many["drained_per_s"] / max(1e-6, few["drained_per_s"]), 3)
+        add(f"drain: {many['workers']} worker processes ÷ {few['workers']}", r, "≥ 1.6", r >= 1.6)
     cmp = results.get("comparison")
     if cmp:
         worst = max((abs(v["change"]) for v in cmp.values() if v["change"] is not None), default=0.0)
@@ -61,6 +66,10 @@ def ratios(results: dict) -> dict[str, float]:
         out["hot/uniform"] = sc["hot"]["completed_per_s"] / max(1e-6, sc["uniform"]["completed_per_s"])
     if ceiling and "hot" in sc:
         out["hot/ceiling"] = sc["hot"]["completed_per_s"] / ceiling
+    drain = results.get("drain", {})
+    if len(drain) >= 2:
+        few, many = sorted(drain.values(), key=lambda d: d["workers"])[::len(drain) - 1]
+        out[f"drain {many['workers']}/{few['workers']}"] = many["drained_per_s"] / max(1e-6, few["drained_per_s"])
     return out
 
 
@@ -132,6 +141,11 @@ def table(results: dict) -> str:
                          f"({', '.join(f'{k} {v}' for k, v in list(rc.items())[:6])}); "
                          f"PostgreSQL transactions {pg.get('xact_commit', 0) + pg.get('xact_rollback', 0):.2f}, "
                          f"rows inserted {pg.get('tup_inserted', 0)}, updated {pg.get('tup_updated', 0)}")
+    for fig in results.get("drain", {}).values():
+        cpu = sum(p["cpu_ms_per_command"] for p in fig.get("processes", {}).values())
+        lines.append(f"drain: {fig['queued_at_start']} queued jobs, {fig['workers']} {fig['pool']} worker processes: "
+                     f"{fig['drained_per_s']:.0f} jobs/s ({fig['drain_s']:.1f} s, {fig['attempts_per_command']} "
+                     f"attempts per command, {cpu:.2f} ms CPU per command)")
     lines.append("")
     code = results.get("code", {})
     m = results.get("machine", {})

@@ -54,7 +54,7 @@ class Runner:
                         wallets=self.wallets, hot_wallet=self.hot_wallet, **kw)
 
     def drive(self, spec: LoadSpec, label: str, drain_timeout: float = 180.0) -> dict:
-        """Run the load generator process with a progress bar, then wait until every job is final."""
+        """Run the load generator process with a progress bar, then wait until every job is final (unless 0)."""
         progress = self.ctx.Value("l", 0)
         stop = self.ctx.Event()
         from bench.loadgen import _main
@@ -89,7 +89,7 @@ class Runner:
             raise RuntimeError(f"load generator of {label} exited with {proc.exitcode}")
         t_stop = time.time()
         deadline = time.monotonic() + drain_timeout
-        while self.unfinished() and time.monotonic() < deadline:
+        while drain_timeout and self.unfinished() and time.monotonic() < deadline:
             time.sleep(0.2)
         data = np.load(spec.out_path + ("" if spec.out_path.endswith(".npz") else ".npz"))
         return {"t_start": float(data["started"]), "t_stop": float(data["stopped"]), "t_drained": time.time(),
@@ -188,6 +188,46 @@ class Runner:
         return {"name": "ceiling", "tasks": tasks, "drain_s": round(t_end - t_first, 3),
                 "completed_per_s": round(rate, 1), "t0": t_first, "t1": t_end, "timeline": timeline,
                 "processes": self._procs(t_first, t_end, tasks)}
+
+    def drain(self, commands: int, workers: int, pool: str = "prefork") -> dict:
+        """A backlog of `commands` transfers queued while no worker consumes, then drained by `workers` processes.
+
+        The worker is restarted with that concurrency, its consumer of `commands` cancelled while the load
+        generator submits every command over HTTP (each one a task in Redis), and added back: the figure is
+        commands ÷ seconds from then until every job is final.
+        """
+        self.stack.restart_worker(workers, pool)
+        self.sampler.add_root("celery", self.stack.roots["celery"])
+        app = self.stack.celery_app()
+        dest = [self.stack.worker_hostname]
+        app.control.cancel_consumer("commands", destination=dest, reply=True, timeout=5)
+        time.sleep(0.5)
+        label = f"drain_{workers}"
+        prefix = f"b{self.run_id}-{label}-"
+        self.drive(self._spec(kind="transfer", prefix=prefix, count=commands, max_outstanding=commands + 1,
+                              out_path=str(self.out / "raw" / label)), label, drain_timeout=0)
+        queued = self.unfinished()
+        t0 = time.time()
+        app.control.add_consumer("commands", exchange="commands", routing_key="commands", destination=dest,
+                                 reply=True, timeout=5)
+        bar = tqdm(total=queued, desc=f"{label:>10}", unit="job", disable=not self.progress)
+        while True:
+            left = self.unfinished()
+            bar.n = queued - left
+            bar.refresh()
+            if not left:
+                break
+            if time.time() - t0 > 900:
+                raise RuntimeError(f"{label}: {left} jobs still open after 900 s")
+            time.sleep(0.05)
+        t1 = time.time()
+        bar.close()
+        jobs = self.jobs_of(prefix)
+        return {"name": label, "workers": workers, "pool": pool, "commands": len(jobs), "queued_at_start": queued,
+                "drain_s": round(t1 - t0, 3), "drained_per_s": round(queued / max(1e-6, t1 - t0), 1),
+                "succeeded": sum(1 for j in jobs if j[3] == "succeeded"),
+                "attempts_per_command": round(sum(j[2] for j in jobs) / max(1, len(jobs)), 3),
+                "processes": self._procs(t0, t1, queued)}
 
     def load_scenario(self, name: str, kind: str, duration: float, warmup: float, ceiling_rate: float | None,
                       rate: float | None = None, max_outstanding: int | None = None, count: int | None = None,

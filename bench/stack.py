@@ -141,6 +141,15 @@ class Stack:
         self._wait_ready()
         return self
 
+    def restart_worker(self, concurrency: int, pool: str = "prefork", timeout: float = 60.0) -> None:
+        """Replace the Celery worker by one with `concurrency` processes (or threads) of `pool`; wait until it answers."""
+        self._stop_kind("celery")
+        py = sys.executable
+        self._spawn("celery", [py, "-m", "celery", "-A", "tasks", "worker", "-Q", "commands,maintenance",
+                               "--pool", pool, "--concurrency", str(concurrency), "-l", self.opts.log_level,
+                               "-n", self.worker_name])
+        self._wait_worker(time.monotonic() + timeout)
+
     def _attach(self) -> "Stack":
         o = self.opts
         self.api_url = o.use_running.rstrip("/")
@@ -227,6 +236,9 @@ class Stack:
                 time.sleep(0.2)
         else:
             raise RuntimeError(f"API did not answer within {timeout}s; see {self.opts.log_dir}/api.log")
+        self._wait_worker(deadline)
+
+    def _wait_worker(self, deadline: float) -> None:
         celery_app = self.celery_app()
         while time.monotonic() < deadline:
             self._check_alive()
@@ -235,7 +247,7 @@ class Stack:
             if hosts:
                 self.worker_hostname = hosts[0]
                 return
-        raise RuntimeError(f"Celery worker did not answer within {timeout}s; see {self.opts.log_dir}/celery.log")
+        raise RuntimeError(f"Celery worker did not answer in time; see {self.opts.log_dir}/celery.log")
 
     def _check_alive(self) -> None:
         for kind, proc in self.procs.items():

@@ -64,7 +64,7 @@ PROCESS_DEFAULTS = {
     "API_PORT": "3000",
     "HISTORY_PORT": "3001",
     "FLOWER_PORT": "5555",
-    "WORKERS": "2",
+    "WORKERS": "4",  # prefork processes: a command mostly waits on PostgreSQL (make bench: drain 1 vs 2, 4, 8)
     "PYTHONUNBUFFERED": "1",
 }
 
@@ -631,6 +631,10 @@ def _process_env(services_env: Mapping[str, str], state_dir: Path) -> tuple[dict
     generated = {}
     if not env.get("FLOWER_BASIC_AUTH"):
         generated["FLOWER_BASIC_AUTH"] = env["FLOWER_BASIC_AUTH"] = f"admin:{secrets.token_urlsafe(12)}"
+        # For tools that talk to this Flower (scripts/flower_screenshot.py); readable by the owner only.
+        auth_file = state_dir / "flower-auth"
+        auth_file.write_text(env["FLOWER_BASIC_AUTH"] + "\n")
+        auth_file.chmod(0o600)
     if not env.get("WALLET_API_KEYS"):
         # Kept in the state folder so the key survives restarts: `export WALLET_API_KEY=$(cat .dev/api-key)`.
         key_file = state_dir / "api-key"

@@ -21,7 +21,8 @@ def test_bench_smoke(tmp_path):
            if k not in ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_GROUP_ID",
                         "WALLET_API_KEYS")}
     cmd = [sys.executable, "-m", "bench", "--duration", "2", "--warmup", "0.5", "--ceiling-tasks", "200",
-           "--wallets", "20", "--memory", "150", "--no-beat", "--no-progress", "--out", str(tmp_path)]
+           "--wallets", "20", "--memory", "150",
+           "--drain-commands", "60", "--drain-workers", "1,2", "--no-beat", "--no-progress", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
@@ -48,6 +49,12 @@ def test_bench_smoke(tmp_path):
     # Each load scenario on its own topic: tansu slows as a topic grows (bench.stack.Stack.fresh_topic).
     assert len({sc[name]["kafka_topic"] for name in ("uniform", "hot", "half_load", "memory")}) == 4
     assert sc["half_load"]["offered_rate"] > 0
+    drain = results["drain"]
+    assert set(drain) == {"1", "2"}
+    for workers, fig in drain.items():
+        assert fig["workers"] == int(workers) and fig["commands"] == fig["queued_at_start"] == 60, fig
+        assert fig["succeeded"] == 60 and fig["drained_per_s"] > 0, fig
+    assert "drain 2/1" in results["ratios"]
     assert set(sc["memory"]["rss_slope"]) == {"api", "celery-main", "celery-pool"}
     assert results["hot_wallet_check"]["lost_updates"] is False
     assert results["audit"]["ok"], results["audit"]
