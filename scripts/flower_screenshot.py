@@ -4,7 +4,7 @@
     python -m scripts.flower_screenshot --url http://127.0.0.1:5555 --auth admin:secret --out shot.png
 
 Needs Debian's `chromium` (`apt-get install chromium`). The page is Flower's
-/tasks list, filtered with --search (default `wallet.`: the command tasks).
+/tasks list, newest first.
 """
 from __future__ import annotations
 
@@ -27,15 +27,14 @@ def _default_auth(state_dir: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def page_url(url: str, auth: str | None, search: str) -> str:
+def page_url(url: str, auth: str | None) -> str:
     """Flower's task list URL, with the basic-auth credentials in it (Chromium sends them for the whole origin)."""
     parts = urlsplit(url.rstrip("/") + "/tasks")
     netloc = parts.netloc
     if auth:
         user, _, password = auth.partition(":")
         netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{netloc}"
-    query = f"search={quote(search)}" if search else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def screenshot(url: str, out: Path, width: int = 1600, height: int = 900, wait_ms: int = 8000) -> None:
@@ -57,11 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-dir", default=str(REPO / ".dev"), help="make dev's state folder (for the auth)")
     p.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('FLOWER_PORT', '5555')}")
     p.add_argument("--auth", default=None, help="user:password (default: FLOWER_BASIC_AUTH or <state-dir>/flower-auth)")
-    p.add_argument("--search", default="wallet.", help="Flower's task search box")
     p.add_argument("--out", default=str(REPO / "docs" / "img" / "flower-tasks.png"))
     args = p.parse_args(argv)
     auth = args.auth or _default_auth(Path(args.state_dir))
-    screenshot(page_url(args.url, auth, args.search), Path(args.out))
+    screenshot(page_url(args.url, auth), Path(args.out))
     print(f"screenshot: {args.out}")
     return 0
 
