@@ -7,8 +7,12 @@ Command groups live with the code they operate and are listed in COMMANDS as
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 
 import click
+
+from app.config import use_env_file
 
 COMMANDS: dict[str, str] = {
     "history": "history.cli:history",
@@ -37,10 +41,13 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Operator commands of the wallet system (configuration from the environment)."""
+    """Operator commands of the wallet system (configuration from the environment; unset URLs from a running
+    `make dev` stack's .dev/env)."""
 
 
 def main() -> None:
+    # Unset URLs come from the running `make dev` stack, if there is one (it writes them to .dev/env).
+    use_env_file(os.environ.get("WALLET_DEV_ENV", str(Path(__file__).resolve().parent.parent / ".dev" / "env")))
     cli(prog_name="python -m app.cli")
 
 

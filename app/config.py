@@ -70,6 +70,32 @@ class Settings:
     audit_interval_s: int
 
 
+# The variables a running `make dev` stack writes to .dev/env for operator tools (scripts/devstack.py).
+DEV_ENV_VARS = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_GROUP_ID")
+
+
+def use_env_file(path: str) -> list[str]:
+    """Take `KEY=value` lines of `path` into the environment where a variable is unset; returns the ones taken.
+
+    Lets an operator command (`python -m app.cli ...`) reach the running `make dev`
+    stack without copying its URLs; a variable already set always wins.
+    """
+    taken = []
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError:
+        return taken
+    for line in lines:
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if sep and key in DEV_ENV_VARS and not os.environ.get(key):
+            os.environ[key] = value.strip()
+            taken.append(key)
+    if taken:
+        settings.cache_clear()
+    return taken
+
+
 @lru_cache(maxsize=1)
 def settings() -> Settings:
     """Settings read once per process from the environment."""

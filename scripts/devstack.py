@@ -699,11 +699,22 @@ def _install_stop_signals() -> dict:
     return old
 
 
+def write_env_file(state_dir: Path, env: Mapping[str, str]) -> Path:
+    """The stack's URLs for operator commands (`python -m app.cli` reads them when its own are unset)."""
+    from app.config import DEV_ENV_VARS
+
+    path = state_dir / "env"
+    path.write_text("".join(f"{k}={env[k]}\n" for k in DEV_ENV_VARS if env.get(k)))
+    path.chmod(0o600)
+    return path
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir).resolve()
     _install_stop_signals()
     svc = EmbeddedServices(state_dir, kafka_partitions=args.partitions)
     honcho: subprocess.Popen | None = None
+    urls_file: Path | None = None
     run_id = secrets.token_hex(8)
     watchdog = reaper_watchdog(run_id)
     try:
@@ -714,6 +725,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             if not _port_free(int(env[port_var])):
                 _log(f"warning: port {env[port_var]} ({port_var}) is already in use")
         _run_migrations(env)
+        urls_file = write_env_file(state_dir, env)
         print(_banner(env, svc, generated), flush=True)
         cmd = [sys.executable, "-m", "honcho", "-f", str(REPO_ROOT / args.procfile), "-d", str(REPO_ROOT)]
         if args.env_file:
@@ -743,6 +755,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 honcho.kill()
                 honcho.wait()
         reap_marked(run_id)  # anything honcho left behind (it may have died first)
+        if urls_file is not None:
+            urls_file.unlink(missing_ok=True)  # the stack is gone: operator commands must not aim at it
         with contextlib.suppress(Exception):
             watchdog.stdin.close()
             watchdog.wait(30)
