@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
 from app.observability import metrics
 
@@ -13,7 +14,8 @@ bp = Blueprint("metrics", __name__)
 @bp.get("/metrics")
 def metrics_endpoint():
     body = metrics.render([metrics.SystemGaugesCollector()])
-    return Response(body, mimetype="text/plain; version=0.0.4; charset=utf-8")
+    # The text format generate_latest writes; `content_type` is sent as is (`mimetype` would add a second charset).
+    return Response(body, content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 def register(app: Flask) -> None:

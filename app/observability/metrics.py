@@ -361,7 +361,9 @@ class SystemGaugesCollector:
             yield _gauge("wallet_audit_last_ok", "1 when the last ledger audit passed", 1 if row["audit_ok"] else 0)
             yield _gauge("wallet_audit_last_run_timestamp_seconds", "When the last ledger audit finished",
                          float(row["audit_at"]))
-        yield _gauge("wallet_history_dead_letters", "Messages in the history dead-letter table", row["dead_letters"])
+        # Not `wallet_history_dead_letters`: that is the family of the counter wallet_history_dead_letters_total.
+        yield _gauge("wallet_history_dead_letters_stored", "Messages in the history dead-letter table",
+                     row["dead_letters"])
 
 
 def _pipeline_gauges():

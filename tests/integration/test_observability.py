@@ -31,6 +31,18 @@ def scrape(app) -> dict[tuple, float]:
     return samples
 
 
+def test_metrics_parse_as_one_family_per_name_with_one_content_type(wallet_app):
+    """prometheus_client's own parser: a name declared twice (a counter's family and a gauge) would merge them."""
+    r = api_client(wallet_app, "test-key-admin").get("/metrics")
+    assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    families = list(text_string_to_metric_families(r.get_data(as_text=True)))
+    names = [f.name for f in families]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    kinds = {f.name: f.type for f in families}
+    assert kinds.get("wallet_history_dead_letters", "counter") == "counter"  # rendered once a dead letter is counted
+    assert kinds["wallet_history_dead_letters_stored"] == "gauge"
+
+
 def value(samples, name, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
