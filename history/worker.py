@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -144,8 +145,10 @@ def _gather(consumer, batch: dict, until: float, max_records: int) -> None:
 
 # While idle, the worker asks the broker for its partitions' end offsets this often, to tell caught up from stuck.
 LAG_CHECK_EVERY_S = 5.0
-# Bound of each request of that check and of an offset commit.
+# Bound of an offset commit and of closing the consumer.
 REQUEST_BOUND_MS = 5_000
+# Bound of one lag check (it opens clients of its own).
+LAG_CHECK_BOUND_S = 10.0
 
 
 class ConsumerHealth:
@@ -215,22 +218,44 @@ class ConsumerWedged(Exception):
 
 
 def _lag(consumer) -> int | None:
-    """Events between this consumer's position and the end of the partitions it owns (None: unknown).
+    """Events between the group's committed offsets and the end of the partitions this worker owns (None: unknown).
 
-    A consumer that owns no partition while the group has no more members than the topic has
-    partitions is waiting for an assignment it should have: unknown, so the stall clock runs.
+    Read by clients of their own (history.ops.consumer_lag), never through the
+    consumer itself: its position() may start offset resets or leader-epoch
+    validations, and asking it while its fetcher works left a consumer that
+    fetched nothing (seen once in the test suite). The worker commits after each
+    batch, so committed offsets trail its position by one batch at most. A
+    consumer that owns no partition while the group has no more members than
+    the topic has partitions is waiting for an assignment it should have:
+    unknown, so the stall clock runs.
     """
+    from history.ops import consumer_lag
+
     assigned = consumer.assignment()
-    try:
-        if not assigned:
-            partitions = consumer.partitions_for_topic(settings().kafka_topic) or set()
-            members = len(readiness.pipeline_processes()["history"])
-            return 0 if partitions and members > len(partitions) else None
-        ends = consumer.end_offsets(list(assigned), timeout_ms=REQUEST_BOUND_MS)
-        return sum(max(0, ends[tp] - consumer.position(tp, timeout_ms=REQUEST_BOUND_MS)) for tp in assigned)
-    except KafkaError as e:
-        log.info("lag check failed: %s", e)
+    lags = _bounded(consumer_lag, LAG_CHECK_BOUND_S)
+    if lags is None:
         return None
+    if not assigned:
+        members = len(readiness.pipeline_processes()["history"])
+        return 0 if lags and members > len(lags) else None
+    owned = {tp.partition for tp in assigned}
+    return sum(max(0, p.end - (p.committed or 0)) for p in lags if p.partition in owned)
+
+
+def _bounded(fn, seconds: float):
+    """fn() in a daemon thread; its result, or None when it raised or took longer than `seconds`."""
+    result: list = []
+
+    def call():
+        try:
+            result.append(fn())
+        except Exception as e:  # noqa: BLE001 - the broker away, or any client error: unknown
+            log.info("lag check failed: %s", e)
+
+    thread = threading.Thread(target=call, name="history-lag-check", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return result[0] if result else None
 
 
 def _new_consumer(topic: str):

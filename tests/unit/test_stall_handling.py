@@ -6,7 +6,6 @@ import textwrap
 import time
 
 import pytest
-from kafka.structs import TopicPartition
 
 from app.adapters.lifecycle import EXIT_WEDGED, ProgressWatch
 from app.relay import RelayHealth, RelayWedged
@@ -83,37 +82,32 @@ def test_relay_progress_ends_the_stall(clock):
     assert health.stalled_s() == 40
 
 
-class FakeConsumer:
-    def __init__(self, ends: dict, positions: dict, assignment=None):
-        self.ends, self.positions = ends, positions
-        self._assignment = set(ends) if assignment is None else assignment
+class Lag:
+    """Stands in for the lag check (history.worker._lag reads it with clients of its own)."""
 
-    def assignment(self):
-        return self._assignment
+    def __init__(self, value):
+        self.value, self.calls = value, 0
 
-    def end_offsets(self, partitions, timeout_ms=None):
-        return {tp: self.ends[tp] for tp in partitions}
-
-    def position(self, tp, timeout_ms=None):
-        return self.positions[tp]
+    def __call__(self, consumer):
+        self.calls += 1
+        return self.value
 
 
-TP = TopicPartition("wallet-events", 0)
-
-
-def test_history_worker_caught_up_is_never_stalled(clock):
+def test_history_worker_caught_up_is_never_stalled(clock, monkeypatch):
+    monkeypatch.setattr(worker, "_lag", Lag(0))
     health = ConsumerHealth(stall_timeout_s=30, broker_answers=lambda: True)
-    consumer = FakeConsumer({TP: 10}, {TP: 10})
+    consumer = object()
     for _ in range(20):
         clock.now += worker.LAG_CHECK_EVERY_S
         assert health.check(consumer) is False
     assert health.lag == 0 and health.stalled_s() == 0
 
 
-def test_history_worker_with_lag_rebuilds_once_then_exits_while_the_broker_answers(clock):
+def test_history_worker_with_lag_rebuilds_once_then_exits_while_the_broker_answers(clock, monkeypatch):
+    monkeypatch.setattr(worker, "_lag", Lag(6))
     broker_up = [False]
     health = ConsumerHealth(stall_timeout_s=30, broker_answers=lambda: broker_up[0])
-    consumer = FakeConsumer({TP: 10}, {TP: 4})
+    consumer = object()
     for _ in range(24):  # two minutes with 6 events waiting, the broker away: an outage, no remedy
         clock.now += worker.LAG_CHECK_EVERY_S
         assert health.check(consumer) is False
@@ -130,17 +124,18 @@ def test_history_worker_with_lag_rebuilds_once_then_exits_while_the_broker_answe
         health.check(consumer)
 
 
-def test_history_worker_checks_the_lag_only_every_few_seconds(clock):
+def test_history_worker_checks_the_lag_only_every_few_seconds(clock, monkeypatch):
+    lag = Lag(6)
+    monkeypatch.setattr(worker, "_lag", lag)
     health = ConsumerHealth(stall_timeout_s=30)
-    consumer = FakeConsumer({TP: 10}, {TP: 4})
-    health.check(consumer)
-    consumer.positions[TP] = 10
+    health.check(object())
+    lag.value = 0
     clock.now += worker.LAG_CHECK_EVERY_S / 2
-    health.check(consumer)
-    assert health.lag == 6
+    health.check(object())
+    assert health.lag == 6 and lag.calls == 1
     clock.now += worker.LAG_CHECK_EVERY_S / 2
-    health.check(consumer)
-    assert health.lag == 0
+    health.check(object())
+    assert health.lag == 0 and lag.calls == 2
 
 
 def test_a_stuck_iteration_is_rescued_then_the_process_exits_for_its_supervisor():
@@ -183,3 +178,19 @@ def test_history_worker_without_an_assignment_waits_out_an_outage_and_a_slow_joi
     clock.now += worker.LAG_CHECK_EVERY_S
     with pytest.raises(ConsumerWedged):  # 240 s
         health.check(object())
+
+
+def test_the_lag_counts_the_owned_partitions_from_the_groups_committed_offsets(monkeypatch):
+    from kafka.structs import TopicPartition
+
+    from history import ops
+
+    class Owner:
+        def assignment(self):
+            return {TopicPartition("wallet-events", 0), TopicPartition("wallet-events", 2)}
+
+    lags = [ops.PartitionLag(0, 7, 10), ops.PartitionLag(1, 0, 50), ops.PartitionLag(2, None, 4)]
+    monkeypatch.setattr(ops, "consumer_lag", lambda: lags)
+    assert worker._lag(Owner()) == 3 + 4  # partition 1 belongs to another member
+    monkeypatch.setattr(ops, "consumer_lag", lambda: None)  # the topic is unknown, or the broker away
+    assert worker._lag(Owner()) is None
