@@ -185,7 +185,12 @@ class ConsumerHealth:
         if now < self._next_check:
             return False
         self._next_check = now + LAG_CHECK_EVERY_S
-        self.lag = _lag(consumer)
+        try:
+            self.lag = _lag(consumer)
+        except BrokerUnreachable:  # the check's own clients found no broker: an outage, not a stall
+            self.lag = None
+            self.clock.broker_away()
+            return False
         if self.lag == 0:
             self.applied()
             return False
@@ -232,8 +237,8 @@ def _lag(consumer) -> int | None:
     from history.ops import consumer_lag
 
     assigned = consumer.assignment()
-    lags = _bounded(consumer_lag, LAG_CHECK_BOUND_S)
-    if lags is None:
+    lags = _bounded(consumer_lag, LAG_CHECK_BOUND_S)  # raises BrokerUnreachable
+    if lags is None:  # the topic is unknown
         return None
     if not assigned:
         members = len(readiness.pipeline_processes()["history"])
@@ -242,20 +247,26 @@ def _lag(consumer) -> int | None:
     return sum(max(0, p.end - (p.committed or 0)) for p in lags if p.partition in owned)
 
 
+class BrokerUnreachable(Exception):
+    """A fresh client could not read the offsets: the broker is away (an outage, not a stall of this worker)."""
+
+
 def _bounded(fn, seconds: float):
-    """fn() in a daemon thread; its result, or None when it raised or took longer than `seconds`."""
+    """fn() in a daemon thread; its result. BrokerUnreachable when it raised or took longer than `seconds`."""
     result: list = []
 
     def call():
         try:
             result.append(fn())
-        except Exception as e:  # noqa: BLE001 - the broker away, or any client error: unknown
+        except Exception as e:  # noqa: BLE001 - the broker away, or any client error
             log.info("lag check failed: %s", e)
 
     thread = threading.Thread(target=call, name="history-lag-check", daemon=True)
     thread.start()
     thread.join(seconds)
-    return result[0] if result else None
+    if not result:
+        raise BrokerUnreachable(f"no offsets within {seconds:.0f} s")
+    return result[0]
 
 
 def _new_consumer(topic: str):

@@ -192,5 +192,28 @@ def test_the_lag_counts_the_owned_partitions_from_the_groups_committed_offsets(m
     lags = [ops.PartitionLag(0, 7, 10), ops.PartitionLag(1, 0, 50), ops.PartitionLag(2, None, 4)]
     monkeypatch.setattr(ops, "consumer_lag", lambda: lags)
     assert worker._lag(Owner()) == 3 + 4  # partition 1 belongs to another member
-    monkeypatch.setattr(ops, "consumer_lag", lambda: None)  # the topic is unknown, or the broker away
+    monkeypatch.setattr(ops, "consumer_lag", lambda: None)  # the topic is unknown
     assert worker._lag(Owner()) is None
+
+    def away():
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(ops, "consumer_lag", away)
+    with pytest.raises(worker.BrokerUnreachable):
+        worker._lag(Owner())
+
+
+def test_a_lag_check_that_finds_no_broker_counts_as_an_outage(clock, monkeypatch):
+    """Its clients are fresh ones: when they reach no broker, the time does not count towards a remedy."""
+    def unreachable(consumer):
+        raise worker.BrokerUnreachable("no offsets")
+
+    monkeypatch.setattr(worker, "_lag", unreachable)
+    health = ConsumerHealth(stall_timeout_s=30, broker_answers=lambda: True)
+    for _ in range(60):  # five minutes of outage
+        clock.now += worker.LAG_CHECK_EVERY_S
+        assert health.check(object()) is False
+    assert health.stalled_s() == 300  # reported, all the same
+    monkeypatch.setattr(worker, "_lag", Lag(4))  # back, and events wait: its own clock starts now
+    clock.now += worker.LAG_CHECK_EVERY_S
+    assert health.check(object()) is False
