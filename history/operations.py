@@ -32,6 +32,10 @@ class HistoryEvent(Schema):
     transaction_id = fields.UUID(required=True, allow_none=True)
     counterparty_wallet_id = fields.UUID(required=True, allow_none=True)
     request_id = fields.String(required=True, allow_none=True)
+    batch_id = fields.UUID(required=True, allow_none=True,
+                           metadata={"description": "the bulk submission (`POST /batches`) the command came in"})
+    metadata = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                           metadata={"description": "the command's metadata (`{}` when none)"})
     occurred_at = fields.DateTime(required=True)
 
 

@@ -54,6 +54,8 @@ def project(event: object) -> list[dict]:
         "amount": _money(event, "amount"),
         "transaction_id": _uuid(event, "transaction_id", required=False),
         "request_id": _text(event, "request_id", required=False),
+        "batch_id": _uuid(event, "batch_id", required=False),
+        "metadata": _metadata(event),
         "occurred_at": _timestamp(event, "occurred_at"),
     }
     wallet_id = _uuid(event, "wallet_id")
@@ -121,6 +123,16 @@ def _money(event: dict, field: str) -> Decimal | None:
     if not amount.is_finite() or amount < 0 or amount >= 10 ** 35 or amount != amount.quantize(Decimal("0.001")):
         raise InvalidEvent(f"{field} is out of range")
     return amount
+
+
+def _metadata(event: dict) -> dict:
+    """String keys to string values; events published before metadata existed have none."""
+    value = event.get("metadata")
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise InvalidEvent("metadata must be an object of strings")
+    return value
 
 
 def _timestamp(event: dict, field: str) -> datetime:

@@ -12,7 +12,7 @@ from app.services.queries import InvalidCursor, decode_cursor, encode_cursor
 from app.services.views import timestamp
 
 _COLUMNS = ("event_id::text, event_type, wallet_id::text, user_id, currency, amount, balance_after, wallet_version,"
-            " transaction_id::text, counterparty_wallet_id::text, request_id, occurred_at")
+            " transaction_id::text, counterparty_wallet_id::text, request_id, batch_id::text, metadata, occurred_at")
 
 
 def event_view(row) -> dict:
@@ -31,6 +31,8 @@ def event_view(row) -> dict:
         "transaction_id": row["transaction_id"],
         "counterparty_wallet_id": row["counterparty_wallet_id"],
         "request_id": row["request_id"],
+        "batch_id": row["batch_id"],
+        "metadata": row["metadata"],
         "occurred_at": timestamp(row["occurred_at"]),
     }
 

@@ -5,7 +5,7 @@ from sqlalchemy import (
     BigInteger, Column, DateTime, Identity, Index, Integer, LargeBinary, MetaData, Numeric, PrimaryKeyConstraint,
     Table, Text, UniqueConstraint, text,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from app.adapters.tables import NAMING_CONVENTION
 
@@ -29,6 +29,8 @@ history_events = Table(
     Column("transaction_id", UUID(as_uuid=False)),
     Column("counterparty_wallet_id", UUID(as_uuid=False)),
     Column("request_id", Text),
+    Column("batch_id", UUID(as_uuid=False)),  # the bulk submission the command came in, if any
+    Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     # When the row was written (clock time, not transaction start): history lag = recorded_at - occurred_at.
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),

@@ -10,6 +10,9 @@ argument is the job id. Failures are sorted three ways:
 - business (a rule of money): the executor ends the job `failed`, no retry;
 - anything else is a bug: retried UNEXPECTED_ERROR_RETRIES times, then the job
   fails `INTERNAL_ERROR`, so it never stays open.
+
+A bulk submission runs as `wallet.execute_batch` tasks, each carrying the ids
+of up to 100 of its jobs, with the same taxonomy over the whole chunk.
 """
 from __future__ import annotations
 
@@ -19,9 +22,10 @@ from celery import shared_task
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from app.adapters import command_queue
 from app.domain import commands
 from app.observability import metrics
-from app.services import executor
+from app.services import batch_executor, executor
 
 log = logging.getLogger(__name__)
 
@@ -42,31 +46,46 @@ COMMAND_TASK_OPTIONS = dict(
 
 def execute(task, job_id: str) -> str:
     """Run the job once; raise what makes Celery retry the task, or end the job."""
+    return _run(task, lambda: executor.execute_job(job_id).status, [job_id],
+                release=lambda: executor.release(job_id), fail=lambda: executor.fail_unexpected(job_id))
+
+
+def execute_chunk(task, job_ids: list[str]) -> dict:
+    """Run a batch chunk's jobs once; raise what makes Celery retry the task, or end the jobs."""
+    return _run(task, lambda: batch_executor.execute_chunk(job_ids), job_ids,
+                release=lambda: batch_executor.release(job_ids), fail=lambda: batch_executor.fail_unexpected(job_ids))
+
+
+def _run(task, work, job_ids: list[str], *, release, fail):
+    """The failure taxonomy shared by command and batch tasks (see the module's docstring)."""
+    label = {"job_ids": job_ids} if len(job_ids) > 1 else {"job_id": job_ids[0]}
     try:
-        return executor.execute_job(job_id).status
-    except executor.StillContended:  # the executor already put the job back to queued
+        return work()
+    except executor.StillContended:  # the executor already put the jobs back to queued
         metrics.shared().inc("wallet_command_retries_total", "conflicts").send()
         raise
     except TRANSIENT:
         metrics.shared().inc("wallet_command_retries_total", "transient").send()
-        _release_quietly(job_id)
+        try:
+            release()
+        except TRANSIENT:
+            pass  # the database is away; the next delivery counts a lost delivery, the sweeper finds it stranded
         raise
-    except Exception as exc:  # a bug, not a fault: a few retries, then the job fails visibly
+    except Exception as exc:  # a bug, not a fault: a few retries, then the jobs fail visibly
         metrics.shared().inc("wallet_command_retries_total", "error").send()
         if task.request.retries >= UNEXPECTED_ERROR_RETRIES:
-            log.exception("job %s keeps raising; failing it INTERNAL_ERROR", job_id, extra={"job_id": job_id})
-            executor.fail_unexpected(job_id)
+            log.exception("jobs %s keep raising; failing them INTERNAL_ERROR", job_ids, extra=label)
+            fail()
             return "failed"
-        log.warning("job %s raised; retrying", job_id, exc_info=True, extra={"job_id": job_id})
-        executor.release(job_id)
+        log.warning("jobs %s raised; retrying", job_ids, exc_info=True, extra=label)
+        release()
         raise task.retry(exc=exc, countdown=0.5 * 2 ** task.request.retries)
 
 
-def _release_quietly(job_id: str) -> None:
-    try:
-        executor.release(job_id)
-    except TRANSIENT:
-        pass  # the database is away; the next delivery counts a lost delivery, the sweeper finds it stranded
+@shared_task(name=command_queue.BATCH_TASK, **COMMAND_TASK_OPTIONS)
+def execute_batch(self, job_ids: list[str]) -> dict:
+    """Execute up to 100 jobs of a bulk submission, each exactly once, in a few statements."""
+    return execute_chunk(self, job_ids)
 
 
 def _register(job_type: str):

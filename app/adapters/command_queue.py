@@ -14,6 +14,7 @@ from app.adapters.celery_app import celery_app
 log = logging.getLogger(__name__)
 
 COMMANDS_QUEUE = "commands"
+BATCH_TASK = "wallet.execute_batch"  # a chunk of a bulk submission: up to 100 job ids
 
 
 def task_name(job_type: str) -> str:
@@ -34,6 +35,21 @@ def enqueue(job_id: str, job_type: str, countdown: float | None = None) -> bool:
     except Exception:  # noqa: BLE001 - any broker failure; the sweeper recovers the job
         log.warning("could not publish job %s; the sweeper will re-enqueue it", job_id, exc_info=True,
                     extra={"job_id": job_id})
+        return False
+
+
+def enqueue_batch(job_ids: list[str], task_id: str) -> bool:
+    """Publish one chunk of a bulk submission as a `wallet.execute_batch` task. False when the broker is away.
+
+    The jobs are committed already: a lost publish leaves them queued, and the
+    sweeper re-enqueues them.
+    """
+    try:
+        celery_app.send_task(BATCH_TASK, args=[job_ids], task_id=task_id, queue=COMMANDS_QUEUE)
+        return True
+    except Exception:  # noqa: BLE001 - any broker failure; the sweeper recovers the jobs
+        log.warning("could not publish a chunk of %d jobs; the sweeper will re-enqueue them", len(job_ids),
+                    exc_info=True)
         return False
 
 

@@ -55,12 +55,13 @@ class ClaimedJob:
     payload: dict
     request_id: str
     lost_deliveries: int
+    batch_id: str | None = None  # the bulk submission it came in
 
 
 # The claim is bookkeeping, so its commit need not wait for the WAL flush
 # (synchronous_commit off for this transaction only): if PostgreSQL crashed
 # before the flush, the job would just read queued again and be re-enqueued.
-_CLAIMED = "id::text AS id, tenant_id, type, payload, request_id, lost_deliveries"
+_CLAIMED = "id::text AS id, tenant_id, type, payload, request_id, lost_deliveries, batch_id::text AS batch_id"
 
 # The job's task claims it; a canceled or final job is not claimed (the task then does nothing).
 _CLAIM = f"""
@@ -75,6 +76,20 @@ _CLAIM = f"""
  RETURNING {_CLAIMED}
 """
 
+# The jobs of a wallet.execute_batch task, claimed together, returned in batch order.
+_CLAIM_MANY = f"""
+    WITH claimed AS (
+        UPDATE jobs
+           SET status = 'running',
+               attempts = attempts + 1,
+               lost_deliveries = lost_deliveries + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+               updated_at = now()
+          FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+         WHERE id = ANY(CAST(:ids AS uuid[])) AND status IN ('queued', 'running')
+     RETURNING {_CLAIMED}, batch_index)
+    SELECT id, tenant_id, type, payload, request_id, lost_deliveries, batch_id FROM claimed ORDER BY batch_index, id
+"""
+
 # A command's rows travel as JSON, one parameter per row or set of rows (db.json_rows),
 # read back with json_populate_record(set).
 _SAVE_WALLET = """
@@ -87,14 +102,29 @@ _SAVE_WALLET = """
  RETURNING 1
 """
 
-_ENTRY_COLUMNS = ("id, job_id, tenant_id, type, currency, amount, wallet_id, counterparty_wallet_id, balance_after,"
+# Many wallets at once (a batch chunk): each must still be at the version it was read at.
+_SAVE_WALLETS = """
+    UPDATE wallets AS w
+       SET balance = r.balance, version = r.version, debit_day = r.debit_day, debited_today = r.debited_today,
+           updated_at = r.updated_at
+      FROM json_to_recordset(CAST(:rows AS json)) AS r(id uuid, read_version bigint, balance numeric, version bigint,
+                                                     debit_day date, debited_today numeric, updated_at timestamptz)
+     WHERE w.id = r.id AND w.version = r.read_version
+ RETURNING 1
+"""
+
+_ENTRY_COLUMNS = ("id, job_id, item, tenant_id, type, currency, amount, wallet_id, counterparty_wallet_id, balance_after,"
                   " counterparty_balance_after, reference, request_id, created_at, reverses_entry_id, hold_id")
 _INSERT_ENTRY = f"""
     INSERT INTO journal_entries ({_ENTRY_COLUMNS})
     SELECT {_ENTRY_COLUMNS} FROM json_populate_record(NULL::journal_entries, CAST(:row AS json))
 """
+_INSERT_ENTRIES = f"""
+    INSERT INTO journal_entries ({_ENTRY_COLUMNS})
+    SELECT {_ENTRY_COLUMNS} FROM json_populate_recordset(NULL::journal_entries, CAST(:rows AS json))
+"""
 
-_POSTING_COLUMNS = "entry_id, job_id, account, wallet_id, currency, amount, balance_after, wallet_version, created_at"
+_POSTING_COLUMNS = "entry_id, job_id, item, account, wallet_id, currency, amount, balance_after, wallet_version, created_at"
 _INSERT_POSTINGS = f"""
     INSERT INTO postings ({_POSTING_COLUMNS})
     SELECT {_POSTING_COLUMNS} FROM json_populate_recordset(NULL::postings, CAST(:rows AS json))
@@ -134,14 +164,24 @@ _FINISH = """
  RETURNING extract(epoch FROM completed_at - created_at) AS seconds
 """
 
+# Many jobs made final at once, each with its own outcome (a batch chunk).
+_FINISH_MANY = """
+    UPDATE jobs AS j
+       SET status = r.status, result = r.result, error = r.error, attempts = j.attempts + :extra_attempts,
+           updated_at = now(), completed_at = now()
+      FROM json_to_recordset(CAST(:outcomes AS json)) AS r(id uuid, status text, result jsonb, error jsonb)
+     WHERE j.id = r.id AND j.status = 'running'
+ RETURNING j.id::text AS id, extract(epoch FROM j.completed_at - j.created_at) AS seconds
+"""
+
 # The job's final UPDATE after the command's checked writes: the checks run
 # first, in order (wallets in id order), so the wallet rows are locked before
 # the journal and outbox inserts (unreferenced CTEs, run after the main query)
 # take their ids; a job no longer running aborts the statement too.
 _FINISH_CHECKED = """
     job AS ({finish})
-    SELECT {checks} AND expect_rows((SELECT count(*) FROM job), 1, '{not_running}', 'the job is final already'),
-           (SELECT seconds FROM job)
+    SELECT {checks} AND expect_rows((SELECT count(*) FROM job), {jobs}, '{not_running}', 'a job is final already'),
+           (SELECT json_object_agg(id, seconds) FROM job)
 """
 
 
@@ -202,14 +242,45 @@ class WalletStore:
             seconds = self._run(_FINISH, params).scalar()
             return None if seconds is None else float(seconds)
         # With writes, a job no longer running must abort the statement: in autocommit nothing else would undo them.
-        sql, params = self._with_pending(_FINISH_CHECKED.format(
-            finish=_FINISH, checks=" AND ".join(self._checks) or "true", not_running=_NOT_RUNNING),
-            params, last_cte=True)
         try:
-            seconds = self._run_checked(sql, params).one()[1]
+            seconds = self._finish_checked(_FINISH.replace("RETURNING", "RETURNING id::text AS id,"), params, 1)
         except JobNotRunning:
             return None
-        return float(seconds)
+        return seconds[job_id]
+
+    def finish_jobs(self, outcomes: list[dict], extra_attempts: int = 0) -> dict[str, float]:
+        """Make many running jobs final ({"id", "status", "result", "error"} each) with the pending writes.
+
+        Seconds since each was accepted, by job id. Raises JobNotRunning (and
+        nothing applies) if any of them is no longer running: another delivery
+        finished it.
+        """
+        params = {"outcomes": json.dumps(outcomes, default=str), "extra_attempts": extra_attempts}
+        return self._finish_checked(_FINISH_MANY, params, len(outcomes))
+
+    def _finish_checked(self, finish: str, params: dict, jobs: int) -> dict[str, float]:
+        """The jobs' final UPDATE after every pending write, in one statement; aborts unless `jobs` rows match."""
+        sql, params = self._with_pending(_FINISH_CHECKED.format(
+            finish=finish, checks=" AND ".join(self._checks) or "true", jobs=jobs, not_running=_NOT_RUNNING),
+            params, last_cte=True)
+        seconds = self._run_checked(sql, params).one()[1] or {}
+        return {job_id: float(value) for job_id, value in seconds.items()}
+
+    def claim_jobs(self, job_ids: list[str]) -> list[ClaimedJob]:
+        """Claim the jobs of a batch chunk that are not final yet (in batch order)."""
+        return [ClaimedJob(**row) for row in self._run(_CLAIM_MANY, {"ids": job_ids}).mappings()]
+
+    def running_jobs(self, job_ids: list[str]) -> set[str]:
+        """Those of the jobs still running (not finished by another delivery)."""
+        return set(self._run("SELECT id::text FROM jobs WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running'",
+                             {"ids": job_ids}).scalars())
+
+    def release_jobs(self, job_ids: list[str], extra_attempts: int = 0) -> None:
+        """Put running jobs back to queued before their task is retried on purpose."""
+        self._run("""
+            UPDATE jobs SET status = 'queued', attempts = attempts + :extra, updated_at = now(), enqueued_at = now()
+             WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running'
+        """, {"ids": job_ids, "extra": extra_attempts})
 
     def release_job(self, job_id: str, extra_attempts: int = 0) -> None:
         """Put a running job back to queued before it is retried on purpose."""
@@ -260,6 +331,21 @@ class WalletStore:
             "debit_day": wallet.debit_day, "debited_today": wallet.debited_today, "updated_at": now,
         }), "conflict": f"wallet {wallet.id} changed since version {wallet.version - 1}"})
         self._checks.append(f"expect_rows((SELECT count(*) FROM w{n}), 1, '{_CONFLICT}', :d{n}_conflict)")
+
+    def save_wallets(self, read_versions: dict[str, int], wallets: list[Wallet], now: datetime) -> None:
+        """Write many wallets' money state at once (a batch chunk), each only if still at the version read.
+
+        Sent with the jobs' final UPDATE; one wallet moved meanwhile fails the
+        whole statement as a ConcurrencyConflict and nothing applies.
+        """
+        if not wallets:
+            return
+        rows = [{"id": w.id, "read_version": read_versions[w.id], "balance": w.balance, "version": w.version,
+                 "debit_day": w.debit_day, "debited_today": w.debited_today, "updated_at": now}
+                for w in sorted(wallets, key=lambda w: w.id)]
+        n = self._defer(_SAVE_WALLETS, {"rows": json_rows(rows),
+                                        "conflict": f"one of {len(rows)} wallets changed since it was read"})
+        self._checks.append(f"expect_rows((SELECT count(*) FROM w{n}), {len(rows)}, '{_CONFLICT}', :d{n}_conflict)")
 
     # holds ----------------------------------------------------------------
 
@@ -324,25 +410,22 @@ class WalletStore:
     def record_entry(self, entry: Entry, *, job: ClaimedJob, now: datetime, hold_id: str | None = None) -> str:
         """Write a journal entry and its postings (with the job's final status); returns the transaction id."""
         entry_id = str(uuid.uuid4())
-        wallet_after = entry.wallet_after(entry.wallet_id)
-        counterparty_after = entry.wallet_after(entry.counterparty_wallet_id)
-        self._defer(_INSERT_ENTRY, {"row": json_rows({
-            "id": entry_id, "job_id": job.id, "tenant_id": job.tenant_id, "type": entry.type,
-            "currency": entry.currency, "amount": entry.amount, "wallet_id": entry.wallet_id,
-            "counterparty_wallet_id": entry.counterparty_wallet_id,
-            "balance_after": wallet_after.balance if wallet_after else None,
-            "counterparty_balance_after": counterparty_after.balance if counterparty_after else None,
-            "reference": entry.reference, "request_id": job.request_id, "created_at": now,
-            "reverses_entry_id": entry.reverses_entry_id, "hold_id": hold_id,
-        })})
-        self._defer(_INSERT_POSTINGS, {"rows": json_rows([{
-            "entry_id": entry_id, "job_id": job.id, "account": p.account, "currency": entry.currency,
-            "amount": p.amount, "created_at": now,
-            "wallet_id": p.wallet_after.id if p.wallet_after else None,
-            "balance_after": p.wallet_after.balance if p.wallet_after else None,
-            "wallet_version": p.wallet_after.version if p.wallet_after else None,
-        } for p in entry.postings])})
+        self._defer(_INSERT_ENTRY, {"row": json_rows(_entry_row(entry, entry_id, job, 0, now, hold_id))})
+        self._defer(_INSERT_POSTINGS, {"rows": json_rows(_posting_rows(entry, entry_id, job, 0, now))})
         return entry_id
+
+    def record_entries(self, recorded: list[tuple[Entry, str, ClaimedJob, int]], now: datetime) -> None:
+        """Write many journal entries and their postings in two set-based inserts (a batch chunk).
+
+        Each is (entry, its transaction id, its job, its item: the command's index
+        in an atomic batch job, 0 for a job of its own).
+        """
+        if not recorded:
+            return
+        self._defer(_INSERT_ENTRIES, {"rows": json_rows([
+            _entry_row(entry, entry_id, job, item, now) for entry, entry_id, job, item in recorded])})
+        self._defer(_INSERT_POSTINGS, {"rows": json_rows([
+            row for entry, entry_id, job, item in recorded for row in _posting_rows(entry, entry_id, job, item, now)])})
 
     def add_events(self, events: list[dict]) -> None:
         """Put events in the outbox (with the job's final status); the relay publishes them after the commit.
@@ -392,3 +475,28 @@ class WalletStore:
         sql, params = self._with_pending(f"SELECT {checks}", {})
         self._sent_writes = True
         self._run_checked(sql, params)
+
+
+def _entry_row(entry: Entry, entry_id: str, job: ClaimedJob, item: int, now: datetime,
+               hold_id: str | None = None) -> dict:
+    wallet_after = entry.wallet_after(entry.wallet_id)
+    counterparty_after = entry.wallet_after(entry.counterparty_wallet_id)
+    return {
+        "id": entry_id, "job_id": job.id, "item": item, "tenant_id": job.tenant_id, "type": entry.type,
+        "currency": entry.currency, "amount": entry.amount, "wallet_id": entry.wallet_id,
+        "counterparty_wallet_id": entry.counterparty_wallet_id,
+        "balance_after": wallet_after.balance if wallet_after else None,
+        "counterparty_balance_after": counterparty_after.balance if counterparty_after else None,
+        "reference": entry.reference, "request_id": job.request_id, "created_at": now,
+        "reverses_entry_id": entry.reverses_entry_id, "hold_id": hold_id,
+    }
+
+
+def _posting_rows(entry: Entry, entry_id: str, job: ClaimedJob, item: int, now: datetime) -> list[dict]:
+    return [{
+        "entry_id": entry_id, "job_id": job.id, "item": item, "account": p.account, "currency": entry.currency,
+        "amount": p.amount, "created_at": now,
+        "wallet_id": p.wallet_after.id if p.wallet_after else None,
+        "balance_after": p.wallet_after.balance if p.wallet_after else None,
+        "wallet_version": p.wallet_after.version if p.wallet_after else None,
+    } for p in entry.postings]

@@ -46,6 +46,17 @@ wallets = Table(
     Index(None, "tenant_id", "user_id", "created_at"),
 )
 
+batches = Table(
+    "batches", metadata,  # a bulk submission; its status and counts are read from its jobs
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("atomic", Boolean, nullable=False),
+    Column("size", Integer, nullable=False),  # commands submitted
+    Column("request_id", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("size BETWEEN 1 AND 1000", name="size_in_range"),
+)
+
 jobs = Table(
     "jobs", metadata,
     Column("id", UUID(as_uuid=False), primary_key=True),  # also the id of its Celery task (wallet.<type>)
@@ -62,8 +73,11 @@ jobs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("enqueued_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("completed_at", DateTime(timezone=True)),
+    Column("batch_id", UUID(as_uuid=False), ForeignKey("batches.id")),  # an independent batch's command
+    Column("batch_index", Integer),  # its index in the batch
     CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'canceled')", name="status_known"),
     Index("ix_jobs_unfinished", "status", "enqueued_at", postgresql_where=text("status IN ('queued', 'running')")),
+    Index(None, "batch_id", "batch_index", postgresql_where=text("batch_id IS NOT NULL")),
 )
 
 idempotency_keys = Table(
@@ -71,15 +85,18 @@ idempotency_keys = Table(
     Column("tenant_id", Text, primary_key=True),
     Column("key", Text, primary_key=True),
     Column("fingerprint", Text, nullable=False),  # sha256 of method, path and body
-    Column("job_id", UUID(as_uuid=False), ForeignKey("jobs.id"), nullable=False),
+    Column("job_id", UUID(as_uuid=False), ForeignKey("jobs.id")),
+    Column("batch_id", UUID(as_uuid=False), ForeignKey("batches.id")),  # a key names a job or a batch
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("(job_id IS NULL) <> (batch_id IS NULL)", name="job_or_batch"),
     Index(None, "created_at"),
 )
 
 journal_entries = Table(
     "journal_entries", metadata,
     Column("id", UUID(as_uuid=False), primary_key=True),  # the transaction id clients see
-    Column("job_id", UUID(as_uuid=False), ForeignKey("jobs.id"), nullable=False, unique=True),
+    Column("job_id", UUID(as_uuid=False), ForeignKey("jobs.id"), nullable=False),
+    Column("item", Integer, nullable=False, server_default="0"),  # the command's index in an atomic batch job
     Column("tenant_id", Text, nullable=False),
     Column("type", Text, nullable=False),
     Column("currency", Text, nullable=False),
@@ -94,6 +111,8 @@ journal_entries = Table(
     Column("reversed_amount", MONEY, nullable=False, server_default="0"),
     Column("reverses_entry_id", UUID(as_uuid=False), ForeignKey("journal_entries.id")),
     Column("hold_id", UUID(as_uuid=False)),  # the hold a CAPTURE settled
+    # A job records each of its commands at most once, however often it is delivered.
+    UniqueConstraint("job_id", "item"),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("reversed_amount >= 0 AND reversed_amount <= amount", name="reversal_within_amount"),
 )
@@ -125,6 +144,7 @@ postings = Table(
     Column("id", BigInteger, Identity(), primary_key=True),
     Column("entry_id", UUID(as_uuid=False), ForeignKey("journal_entries.id"), nullable=False),
     Column("job_id", UUID(as_uuid=False), nullable=False),
+    Column("item", Integer, nullable=False, server_default="0"),  # the command's index in an atomic batch job
     Column("account", Text, nullable=False),  # a wallet id, or a system account such as system:funding
     Column("wallet_id", UUID(as_uuid=False), ForeignKey("wallets.id")),
     Column("currency", Text, nullable=False),
@@ -133,7 +153,7 @@ postings = Table(
     Column("wallet_version", BigInteger),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     # A job moves money on an account at most once, however often it is delivered.
-    UniqueConstraint("job_id", "account"),
+    UniqueConstraint("job_id", "item", "account"),
     CheckConstraint("amount <> 0", name="amount_not_zero"),
     Index("ix_postings_wallet_version", "wallet_id", "wallet_version", postgresql_where=text("wallet_id IS NOT NULL")),
     Index(None, "entry_id"),

@@ -18,7 +18,7 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 FINAL = FINAL_STATUSES
 
 
-def _idempotency_key() -> str | None:
+def idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
@@ -28,7 +28,7 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def _prefer_wait() -> int | None:
+def prefer_wait() -> int | None:
     match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
     return None if match is None else min(int(match.group(1)), settings().max_wait_seconds)
 
@@ -45,7 +45,7 @@ def wait_until_final(job_id: str, seconds: float) -> dict | None:
         pause = min(pause * 1.5, 0.1)
 
 
-def _refuse_when_backlogged() -> None:
+def refuse_when_backlogged() -> None:
     """Backpressure: past COMMAND_QUEUE_MAX_DEPTH queued jobs, new commands get 503 + Retry-After."""
     limit = settings().command_queue_max_depth
     if limit <= 0:
@@ -61,9 +61,9 @@ def _refuse_when_backlogged() -> None:
 
 def accept(command_type: str, command) -> Response:
     """Record the command as a job and answer 202 (or 200 for a replay or a finished wait)."""
-    _refuse_when_backlogged()
-    key = _idempotency_key()
-    wait = _prefer_wait()
+    refuse_when_backlogged()
+    key = idempotency_key()
+    wait = prefer_wait()
     accepted = submission.submit(
         command_type, command, tenant_id=owner_tenant(), request_id=request_id(), idempotency_key=key,
         request_fingerprint=submission.fingerprint(request.method, request.path, json_body()) if key else None,

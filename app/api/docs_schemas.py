@@ -82,6 +82,32 @@ class JobOut(Schema):
     completed_at = fields.DateTime(required=True, allow_none=True)
 
 
+class BatchCounts(Schema):
+    queued = fields.Integer(required=True)
+    running = fields.Integer(required=True)
+    succeeded = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    canceled = fields.Integer(required=True)
+
+
+class BatchOut(Schema):
+    id = fields.UUID(required=True)
+    atomic = fields.Boolean(required=True)
+    status = fields.String(required=True, metadata={"enum": ["queued", "running", "completed"],
+                                                    "description": "completed once every job is final"})
+    size = fields.Integer(required=True, metadata={"description": "the number of commands"})
+    counts = fields.Nested(BatchCounts, required=True, metadata={"description": "the batch's jobs by status"})
+    job_ids = fields.List(fields.UUID(), required=True, metadata={
+        "description": "in command order; an atomic batch has one job, of type `batch`"})
+    created_at = fields.DateTime(required=True)
+    completed_at = fields.DateTime(required=True, allow_none=True)
+
+
+class JobList(Schema):
+    items = fields.List(fields.Nested(JobOut), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
 class Problem(Schema):
     type = fields.String(required=True)
     title = fields.String(required=True)

@@ -25,6 +25,7 @@ PATH_PARAMETERS = {
     "hold_id": {"type": "string", "format": "uuid"},
     "transaction_id": {"type": "string", "format": "uuid"},
     "job_id": {"type": "string", "format": "uuid"},
+    "batch_id": {"type": "string", "format": "uuid"},
     "user_id": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[\\x20-\\x7e]+$"},
 }
 
@@ -56,6 +57,7 @@ class Operation:
     query: type[Schema] | None = None
     text: str | None = None  # media type of a 200 body that is not JSON
     command: bool = False  # answers 202 with the job
+    accepted: type[Schema] | None = None  # answers 202 with this resource (a command that is not one job)
     public: bool = False  # needs no API key
     tags: tuple[str, ...] = field(default_factory=tuple)
     other_json_responses: tuple[tuple[int, str], ...] = ()  # (status, description), same body as the 200
@@ -77,11 +79,12 @@ def _operation(rule, method: str, op: Operation) -> dict:
                  "responses": {}, "tags": list(op.tags) or [rule.endpoint.split(".")[0]]}
     if op.description:
         doc["description"] = op.description
-    if op.command:
+    if op.command or op.accepted is not None:
         params.extend(COMMAND_HEADERS)
-        job = {"content": {"application/json": {"schema": "JobOut"}}}
-        doc["responses"]["202"] = {"description": "Accepted: poll the job at Location", **job}
-        doc["responses"]["200"] = {"description": "The job, final (Prefer: wait) or replayed (Idempotency-Key)",
+        what = "job" if op.command else "resource"
+        job = {"content": {"application/json": {"schema": "JobOut" if op.command else op.accepted}}}
+        doc["responses"]["202"] = {"description": f"Accepted: poll the {what} at Location", **job}
+        doc["responses"]["200"] = {"description": f"The {what}, final (Prefer: wait) or replayed (Idempotency-Key)",
                                    **job}
     elif op.response is not None:
         doc["responses"]["200"] = {"description": "OK", "content": {"application/json": {"schema": op.response}}}
@@ -97,7 +100,7 @@ def _operation(rule, method: str, op: Operation) -> dict:
     codes = [] if op.public else [401, 403, 429, 503]
     if "<" in rule.rule:
         codes.append(404)
-    if op.body is not None or op.query is not None or op.command:
+    if op.body is not None or op.query is not None or op.command or op.accepted is not None:
         codes.append(422)
     if op.body is not None:
         codes += [400, 413]

@@ -47,6 +47,16 @@ OPERATIONS: dict[str, Operation] = {
     "jobs.cancel_job": Operation("Cancel a queued command: it becomes `canceled` and never touches the ledger "
                                  "(409 JOB_NOT_CANCELABLE once it is running or final)", response=out.JobOut,
                                  problems=(409,)),
+    "batches.submit_batch": Operation(
+        "Submit 1–1000 fund / withdraw / transfer commands at once", body=body.BatchBodySchema, accepted=out.BatchOut,
+        tags=("money",),
+        description="Independent (`atomic: false`, the default): each command is a job of its own, with the "
+                    "results and error codes of a single command. Atomic: one job of type `batch` applies every "
+                    "command or none, in one ledger transaction; a rejection names the command's `index`. An "
+                    "invalid item rejects the whole request (errors keyed `commands.<index>.<field>`)."),
+    "batches.get_batch": Operation("A batch: its status and its jobs' counts", response=out.BatchOut),
+    "batches.list_batch_jobs": Operation("A batch's jobs, in command order", response=out.JobList,
+                                         query=body.BatchJobsQuerySchema),
     "metrics.metrics_endpoint": Operation("Prometheus metrics (admin key)", tags=("operations",), text="text/plain",
                                           description="Prometheus text format; see the README for the series."),
 }

@@ -22,6 +22,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "NOT_FOUND": (404, "Not found"),
     "WALLET_NOT_FOUND": (404, "Wallet not found"),
     "JOB_NOT_FOUND": (404, "Job not found"),
+    "BATCH_NOT_FOUND": (404, "Batch not found"),
     "HOLD_NOT_FOUND": (404, "Hold not found"),
     "TRANSACTION_NOT_FOUND": (404, "Transaction not found"),
     "METHOD_NOT_ALLOWED": (405, "Method not allowed"),

@@ -88,6 +88,56 @@ class WithdrawSchema(FundSchema):
     pass
 
 
+_BATCH_TYPES = ("fund", "withdraw", "transfer")
+
+
+class BatchFundSchema(FundSchema):
+    """An item of a batch: a single command's body plus its `type` and `wallet_id`."""
+
+    type = fields.String(required=True, validate=validate.OneOf(_BATCH_TYPES))
+    wallet_id = fields.UUID(required=True)
+
+
+class BatchWithdrawSchema(BatchFundSchema):
+    pass
+
+
+class BatchTransferSchema(TransferSchema):
+    type = fields.String(required=True, validate=validate.OneOf(_BATCH_TYPES))
+    wallet_id = fields.UUID(required=True)
+
+
+BATCH_ITEM_SCHEMAS = {"fund": BatchFundSchema, "withdraw": BatchWithdrawSchema, "transfer": BatchTransferSchema}
+
+
+class BatchItemSchema(Schema):
+    """The OpenAPI shape of a batch item (each is validated by its type's schema)."""
+
+    type = fields.String(required=True, validate=validate.OneOf(_BATCH_TYPES))
+    wallet_id = fields.UUID(required=True)
+    to_wallet_id = fields.UUID(metadata={"description": "transfer only: the destination wallet"})
+    amount = Amount(required=True)
+    reference = Reference()
+
+
+class BatchSchema(Schema):
+    atomic = fields.Boolean(load_default=False, truthy={True}, falsy={False},
+                            metadata={"description": "true: every command or none, in one ledger transaction"})
+    commands = fields.List(fields.Raw(), required=True, validate=validate.Length(1, 1000))
+
+
+class BatchBodySchema(BatchSchema):
+    """The OpenAPI shape of POST /batches (the route validates each item by its type)."""
+
+    commands = fields.List(fields.Nested(BatchItemSchema), required=True, validate=validate.Length(1, 1000),
+                           metadata={"description": "1–1000 fund / withdraw / transfer commands"})
+
+
+class BatchJobsQuerySchema(PageQuerySchema):
+    status = fields.String(load_default=None, validate=validate.OneOf(
+        ["queued", "running", "succeeded", "failed", "canceled"]))
+
+
 class PlaceHoldSchema(Schema):
     amount = Amount(required=True)
     expires_in_seconds = fields.Integer(load_default=DEFAULT_EXPIRES_IN_SECONDS, strict=True,

@@ -36,8 +36,10 @@ _ENTRY_EVENT_TYPES = {
 _EVENT_NAMESPACE = uuid.UUID("6f1c2a4e-2b7d-4c5e-9a51-0d3f8e2b7a10")
 
 
-def event_id(job_id: str, event_type: str, wallet_id: str) -> str:
-    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{job_id}/{event_type}/{wallet_id}"))
+def event_id(job_id: str, event_type: str, wallet_id: str, item: int | None = None) -> str:
+    """The event's id; `item` is the command's index inside an atomic batch job (one job, many commands)."""
+    name = f"{job_id}/{event_type}/{wallet_id}" if item is None else f"{job_id}/{item}/{event_type}/{wallet_id}"
+    return str(uuid.uuid5(_EVENT_NAMESPACE, name))
 
 
 def _money(value, currency: str) -> str | None:
@@ -45,13 +47,15 @@ def _money(value, currency: str) -> str | None:
 
 
 def wallet_event(event_type: str, wallet: Wallet, occurred_at: datetime, request_id: str | None,
-                 job_id: str | None, **fields) -> dict:
+                 job_id: str | None, *, batch_id: str | None = None, item: int | None = None, **fields) -> dict:
     """An event in `wallet`'s sequence; `wallet` is the wallet after the change.
 
     Changes made without a job (a hold's expiry) derive their id from the wallet version.
+    `batch_id` names the bulk submission the command came in; `item` is the
+    command's index when one job (an atomic batch) applies many.
     """
     event = {
-        "event_id": event_id(job_id or f"version:{wallet.version}", event_type, wallet.id),
+        "event_id": event_id(job_id or f"version:{wallet.version}", event_type, wallet.id, item),
         "event_type": event_type,
         "occurred_at": occurred_at.isoformat().replace("+00:00", "Z"),
         "tenant_id": wallet.tenant_id,
@@ -64,6 +68,8 @@ def wallet_event(event_type: str, wallet: Wallet, occurred_at: datetime, request
         "status": wallet.status,
         "job_id": job_id,
         "request_id": request_id,
+        "batch_id": batch_id,
+        "metadata": {},
     }
     event.update(fields)
     return event
@@ -74,11 +80,11 @@ def wallet_created(wallet: Wallet, occurred_at: datetime, request_id: str | None
 
 
 def entry_recorded(entry: Entry, transaction_id: str, occurred_at: datetime, request_id: str | None, job_id: str,
-                   **fields) -> dict:
+                   *, batch_id: str | None = None, item: int | None = None, **fields) -> dict:
     """The event for a journal entry, keyed by (and in the sequence of) its wallet."""
     wallet = entry.wallet_after(entry.wallet_id)
     event = wallet_event(
-        _ENTRY_EVENT_TYPES[entry.type], wallet, occurred_at, request_id, job_id,
+        _ENTRY_EVENT_TYPES[entry.type], wallet, occurred_at, request_id, job_id, batch_id=batch_id, item=item,
         transaction_id=transaction_id, transaction_type=entry.type,
         amount=format_amount(entry.amount, entry.currency), reference=entry.reference,
         reverses_transaction_id=entry.reverses_entry_id, **fields,

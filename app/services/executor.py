@@ -44,7 +44,7 @@ class Outcome:
     conflicts: int = 0
 
 
-def _backoff_seconds(attempt: int) -> float:
+def backoff_seconds(attempt: int) -> float:
     """Full-jitter exponential backoff, in seconds."""
     s = settings()
     cap = min(s.conflict_backoff_cap_ms, s.conflict_backoff_base_ms * (2 ** attempt))
@@ -57,10 +57,10 @@ def execute_job(job_id: str) -> Outcome:
         job = WalletStore(conn).claim_job(job_id)
     if job is None:
         return Outcome(job_id, "already_final")
-    return _run(job)
+    return run_claimed(job)
 
 
-def _run(job: ClaimedJob) -> Outcome:
+def run_claimed(job: ClaimedJob) -> Outcome:
     """Apply a claimed job's command once; raises StillContended when it must run again.
 
     Fund, withdraw and transfer are one statement in autocommit (no BEGIN or
@@ -71,7 +71,7 @@ def _run(job: ClaimedJob) -> Outcome:
     logs.request_id_var.set(job.request_id)
     if job.lost_deliveries >= s.max_lost_deliveries:
         error = AttemptsExhausted(f"the worker running this command was lost {job.lost_deliveries} times")
-        return _fail(job, error, conflicts=0)
+        return fail_claimed(job, error, conflicts=0)
 
     handler = HANDLERS[job.type]
     command = commands.from_payload(job.type, job.payload)
@@ -90,9 +90,9 @@ def _run(job: ClaimedJob) -> Outcome:
             return Outcome(job_id, "succeeded", conflicts)
         except ConcurrencyConflict:  # a wallet moved since it was read: read it afresh and try again
             conflicts += 1
-            time.sleep(_backoff_seconds(attempt))
+            time.sleep(backoff_seconds(attempt))
         except BusinessRuleViolation as error:
-            return _fail(job, error, conflicts)
+            return fail_claimed(job, error, conflicts)
         except _AlreadyFinal:
             return Outcome(job_id, "already_final", conflicts)
         except IntegrityError as error:
@@ -102,7 +102,7 @@ def _run(job: ClaimedJob) -> Outcome:
             business = business_error_of(error)
             if business is not None:  # a rule of money the database enforced: fail it, never retry
                 log.warning("the database refused job %s: %s", job_id, business.message, extra={"job_id": job_id})
-                return _fail(job, business, conflicts)
+                return fail_claimed(job, business, conflicts)
             raise  # anything else is a bug: the task retries it a few times, then fails it INTERNAL_ERROR
     # Still contended: give the slot back and come again, never fail the job for it.
     with autocommit() as conn:
@@ -125,7 +125,7 @@ def fail_unexpected(job_id: str) -> None:
             "code": "INTERNAL_ERROR", "message": "the command could not be executed; the error has been logged"})
 
 
-def _fail(job: ClaimedJob, error: BusinessRuleViolation, conflicts: int) -> Outcome:
+def fail_claimed(job: ClaimedJob, error: BusinessRuleViolation, conflicts: int) -> Outcome:
     with autocommit() as conn:
         seconds = WalletStore(conn).finish_job(
             job.id, status="failed", error={"code": error.code, "message": error.message}, extra_attempts=conflicts,

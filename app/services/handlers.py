@@ -44,7 +44,13 @@ def _apply_entry(store: WalletStore, job: ClaimedJob, entry: Entry, now: datetim
         store.save_wallet(wallet, now)
     transaction_id = store.record_entry(entry, job=job, now=now, hold_id=hold_id)
     extra = {"hold_id": hold_id} if hold_id else {}
-    store.add_events([events.entry_recorded(entry, transaction_id, now, job.request_id, job.id, **extra)])
+    store.add_events([events.entry_recorded(entry, transaction_id, now, job.request_id, job.id, batch_id=job.batch_id,
+                                            **extra)])
+    return entry_result(entry, transaction_id, now)
+
+
+def entry_result(entry: Entry, transaction_id: str, now: datetime) -> dict:
+    """The transaction a money command recorded, as its job's result."""
     wallet_after = entry.wallet_after(entry.wallet_id)
     counterparty_after = entry.wallet_after(entry.counterparty_wallet_id)
     return transaction_view({

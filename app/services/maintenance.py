@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 
 from sqlalchemy import text
 
@@ -11,6 +12,7 @@ from app.adapters import command_queue
 from app.adapters.db import engine
 from app.adapters.store import WalletStore
 from app.config import settings
+from app.domain import batches
 from app.domain.errors import ConcurrencyConflict
 from app.services import handlers
 
@@ -34,14 +36,23 @@ def requeue_stranded_jobs(limit: int = 1000) -> list[str]:
                     OR (status = 'running' AND updated_at < now() - make_interval(secs => :running_after)
                         AND enqueued_at < now() - make_interval(secs => :running_after))
                  ORDER BY enqueued_at LIMIT :limit FOR UPDATE SKIP LOCKED)
-            RETURNING id::text, type
+            RETURNING id::text, type, batch_id::text
         """), {"queued_after": s.requeue_queued_after_s, "running_after": s.requeue_running_after_s,
                "limit": limit}).all()
-    for job_id, job_type in ids:
-        command_queue.enqueue(job_id, job_type)
+    chunks: dict[str, list[str]] = {}
+    for job_id, job_type, batch_id in ids:
+        if job_type == batches.BATCH:  # an atomic batch: its task id is its job id
+            command_queue.enqueue_batch([job_id], task_id=job_id)
+        elif batch_id is not None:  # a command of an independent batch: back in a chunk of its batch
+            chunks.setdefault(batch_id, []).append(job_id)
+        else:
+            command_queue.enqueue(job_id, job_type)
+    for job_ids in chunks.values():
+        for start in range(0, len(job_ids), batches.CHUNK_SIZE):
+            command_queue.enqueue_batch(job_ids[start:start + batches.CHUNK_SIZE], task_id=str(uuid.uuid4()))
     if ids:
         log.warning("re-enqueued %d stranded jobs", len(ids))
-    return [job_id for job_id, _ in ids]
+    return [job_id for job_id, _, _ in ids]
 
 
 def purge_idempotency_keys() -> int:

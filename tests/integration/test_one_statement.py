@@ -73,7 +73,7 @@ def test_a_wallet_changed_after_it_was_read_aborts_the_whole_statement(stack):
     assert entries_for(job.id) == 0 and _outbox_rows(job.id) == 0
     assert job_row(job.id)["status"] == "running"
     # Run again, it reads afresh and applies once.
-    assert executor._run(job).status == "succeeded"
+    assert executor.run_claimed(job).status == "succeeded"
     assert entries_for(job.id) == 1 and _wallet(destination)[0] == Decimal("4.00")
 
 
@@ -101,7 +101,7 @@ def test_a_wallet_that_moved_after_its_read_costs_one_conflict_and_a_fresh_read(
         return wallets
 
     monkeypatch.setattr(WalletStore, "load_wallets", read_then_move)
-    outcome = executor._run(job)
+    outcome = executor.run_claimed(job)
     assert (outcome.status, outcome.conflicts) == ("succeeded", 1)
     assert _wallet(source) == (Decimal("6.00"), 4) and _wallet(destination) == (Decimal("4.00"), 2)
     assert entries_for(job.id) == 1 and _outbox_rows(job.id) == 1

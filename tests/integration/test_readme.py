@@ -54,9 +54,10 @@ def test_the_readme_walkthrough_runs_as_printed(api_url):
     assert '"code": "INSUFFICIENT_FUNDS"' in out
     assert '"code": "VALIDATION_FAILED"' in out
     assert '"status": "succeeded"' in out
-    assert '"available_balance": "49.50"' in out  # 69.50 with a 20.00 hold
+    assert '"status": "completed"' in out and '"succeeded": 2' in out  # the batch
+    assert '"available_balance": "48.50"' in out  # 69.50 - 1.00 in the batch, with a 20.00 hold
     assert '"type": "CAPTURE"' in out and '"type": "REVERSAL"' in out
-    assert '"closing_balance": "52.00"' in out  # 69.50 - 12.50 captured - 7.00 withdrawn + 2.00 reversed
+    assert '"closing_balance": "51.00"' in out  # 68.50 - 12.50 captured - 7.00 withdrawn + 2.00 reversed
 
 
 def test_gunicorn_serves_problem_json_for_malformed_requests(api_url):
