@@ -49,7 +49,7 @@ OPERATIONS: dict[str, Operation] = {
                                  problems=(409,)),
     "batches.submit_batch": Operation(
         "Submit 1–1000 fund / withdraw / transfer commands at once", body=body.BatchBodySchema, accepted=out.BatchOut,
-        tags=("money",),
+        tags=("money",), problems=(404,),
         description="Independent (`atomic: false`, the default): each command is a job of its own, with the "
                     "results and error codes of a single command. Atomic: one job of type `batch` applies every "
                     "command or none, in one ledger transaction; a rejection names the command's `index`. An "

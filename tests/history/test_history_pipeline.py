@@ -72,7 +72,9 @@ def test_history_shows_both_sides_of_every_transfer_within_a_second(pipeline, cl
     assert len({e["event_id"] for e in both}) == 1
     for e in history_a:
         assert set(e) == {"event_id", "event_type", "wallet_id", "user_id", "amount", "balance_after",
-                          "wallet_version", "transaction_id", "counterparty_wallet_id", "request_id", "occurred_at"}
+                          "wallet_version", "transaction_id", "counterparty_wallet_id", "request_id", "batch_id", "metadata",
+                          "occurred_at"}
+        assert e["batch_id"] is None and e["metadata"] == {}
         assert e["occurred_at"].endswith("Z")
 
     status, activity = pipeline.get(f"/users/{bob}/activity")
@@ -174,3 +176,17 @@ def test_malformed_query_is_422_problem(history_client, query, field):
 
 def test_health(history_client):
     assert history_client.get("/health").json == {"status": "ok"}
+
+
+def test_commands_of_a_batch_reach_history_each_as_its_own_events_carrying_the_batch_id(pipeline, client):
+    a, b = create_wallet(client, "hist-batch-a"), create_wallet(client, "hist-batch-b")
+    r = client.post("/batches", headers={"Prefer": "wait=10"}, json={"commands": [
+        {"type": "fund", "wallet_id": a, "amount": "5.00"},
+        {"type": "transfer", "wallet_id": a, "to_wallet_id": b, "amount": "2.00"}]})
+    assert r.status_code == 200 and r.get_json()["counts"]["succeeded"] == 2, r.get_json()
+    batch_id = r.get_json()["id"]
+    wait_for(lambda: len(_history(pipeline, a)) == 3 and len(_history(pipeline, b)) == 2, timeout=20,
+             what="the batch's events in history")
+    rows = _history(pipeline, a) + _history(pipeline, b)
+    assert sorted((e["event_type"], e["batch_id"]) for e in rows if e["event_type"] != "WALLET_CREATED") == [
+        ("TRANSFER_IN", batch_id), ("TRANSFER_OUT", batch_id), ("WALLET_FUNDED", batch_id)]

@@ -244,3 +244,26 @@ def _seed_wallet(amount: str) -> str:
     client = api_client(create_app({"TESTING": True}))
     return funded_wallet(client, amount, f"bulk-race-{time.monotonic_ns()}")
 
+
+
+def test_a_canceled_job_of_a_batch_never_runs_and_the_batch_still_completes(client):
+    wallet = _seed_wallet("10.00")
+    items = [(commands.WITHDRAW, commands.Withdraw(wallet_id=wallet, amount=Decimal("1.00"))) for _ in range(3)]
+    accepted, job_ids = bulk._record(False, items, "tenant-a", f"test-{uuid.uuid4()}", None, None)
+    assert client.post(f"/jobs/{job_ids[1]}/cancel").get_json()["status"] == "canceled"
+    assert batch_executor.execute_chunk(job_ids) == {"succeeded": 2, "failed": 0, "already_final": 1}
+    batch = client.get(f"/batches/{accepted.batch['id']}").get_json()
+    assert batch["status"] == "completed" and batch["counts"]["canceled"] == 1 and batch["counts"]["succeeded"] == 2
+    assert balance(client, wallet) == "8.00"
+
+
+def test_jobs_of_a_batch_whose_tasks_were_lost_are_requeued_in_chunks_by_the_sweeper(beat, client):
+    """The publish after the commit can be lost (Redis away): the sweeper finds the queued jobs."""
+    wallet = _seed_wallet("10.00")
+    items = [(commands.FUND, commands.Fund(wallet_id=wallet, amount=Decimal("1.00"))) for _ in range(3)]
+    accepted, _ = bulk._record(False, items, "tenant-a", f"test-{uuid.uuid4()}", None, None)
+    atomic, _ = bulk._record(True, items, "tenant-a", f"test-{uuid.uuid4()}", None, None)
+    for batch in (accepted.batch, atomic.batch):  # never published: only the sweeper can start them
+        done = wait_batch(client, batch["id"], timeout=60)
+        assert done["counts"]["succeeded"] == len(batch["job_ids"])
+    assert balance(client, wallet) == "16.00"

@@ -67,7 +67,7 @@ def test_bad_key_specs_are_refused(spec):
         api_keys.parse_spec(spec)
 
 
-def cross_tenant_routes(wallet_id, other_wallet_id, hold_id, transaction_id, job_id):
+def cross_tenant_routes(wallet_id, other_wallet_id, hold_id, transaction_id, job_id, batch_id):
     """Every route that names a resource, with a body that would otherwise be accepted."""
     return [
         ("GET", f"/wallets/{wallet_id}", None, "WALLET_NOT_FOUND"),
@@ -92,6 +92,8 @@ def cross_tenant_routes(wallet_id, other_wallet_id, hold_id, transaction_id, job
         ("POST", f"/transactions/{transaction_id}/reverse", {}, "TRANSACTION_NOT_FOUND"),
         ("GET", f"/jobs/{job_id}", None, "JOB_NOT_FOUND"),
         ("POST", f"/jobs/{job_id}/cancel", None, "JOB_NOT_FOUND"),
+        ("GET", f"/batches/{batch_id}", None, "BATCH_NOT_FOUND"),
+        ("GET", f"/batches/{batch_id}/jobs", None, "BATCH_NOT_FOUND"),
     ]
 
 
@@ -100,7 +102,9 @@ def test_another_tenants_resources_are_404_on_every_route(client, tenant_b, admi
     hold = run(client, f"/wallets/{wallet_id}/holds", {"amount": "5.00"})
     transaction_id = client.get(f"/wallets/{wallet_id}/transactions").get_json()["items"][0]["id"]
     other = run(tenant_b, "/wallets", {"user_id": "b-user"})["result"]["id"]
-    routes = cross_tenant_routes(wallet_id, other, hold["result"]["id"], transaction_id, hold["id"])
+    batch_id = client.post("/batches", json={"atomic": True, "commands": [  # fails whole: no balance changes
+        {"type": "withdraw", "wallet_id": wallet_id, "amount": "1000.00"}]}).get_json()["id"]
+    routes = cross_tenant_routes(wallet_id, other, hold["result"]["id"], transaction_id, hold["id"], batch_id)
     urls = wallet_app.url_map.bind("localhost")
     tested = {urls.match(path, method)[0] for method, path, _, _ in routes}
     named_routes = {rule.endpoint for rule in wallet_app.url_map.iter_rules()
