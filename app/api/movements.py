@@ -35,9 +35,9 @@ def withdraw(wallet_id: str):
 def transfer(wallet_id: str):
     body = load(TransferSchema, json_body())
     to_wallet_id = str(body["to_wallet_id"])
-    if to_wallet_id == wallet_id.lower():
-        raise validation_failed({"to_wallet_id": ["must be a different wallet than the source"]})
     wallet, _ = command_wallets(wallet_id, to_wallet_id)
+    if to_wallet_id == str(wallet["id"]):
+        raise validation_failed({"to_wallet_id": ["must be a different wallet than the source"]})
     return accept(commands.TRANSFER, commands.Transfer(
         wallet_id=str(wallet["id"]), to_wallet_id=to_wallet_id, amount=amount_in(wallet["currency"], body["amount"]),
         reference=body["reference"]))

@@ -15,7 +15,7 @@ from app.api.schemas import (
 )
 from app.domain import commands
 from app.services import queries
-from app.services.views import wallet_view
+from app.services.views import timestamp, wallet_view
 
 bp = Blueprint("wallets", __name__)
 
@@ -54,22 +54,22 @@ def list_transactions(wallet_id: str):
 @bp.post("/wallets/<wallet_id>/freeze")
 def freeze(wallet_id: str):
     body = load(FreezeSchema, json_body())
-    require_wallet(wallet_id)
-    return accept(commands.FREEZE, commands.Freeze(wallet_id=wallet_id.lower(), reason=body["reason"]))
+    wallet = require_wallet(wallet_id)
+    return accept(commands.FREEZE, commands.Freeze(wallet_id=str(wallet["id"]), reason=body["reason"]))
 
 
 @bp.post("/wallets/<wallet_id>/unfreeze")
 def unfreeze(wallet_id: str):
     load(EmptySchema, json_body())
-    require_wallet(wallet_id)
-    return accept(commands.UNFREEZE, commands.Unfreeze(wallet_id=wallet_id.lower()))
+    wallet = require_wallet(wallet_id)
+    return accept(commands.UNFREEZE, commands.Unfreeze(wallet_id=str(wallet["id"])))
 
 
 @bp.post("/wallets/<wallet_id>/close")
 def close(wallet_id: str):
     load(EmptySchema, json_body())
-    require_wallet(wallet_id)
-    return accept(commands.CLOSE, commands.Close(wallet_id=wallet_id.lower()))
+    wallet = require_wallet(wallet_id)
+    return accept(commands.CLOSE, commands.Close(wallet_id=str(wallet["id"])))
 
 
 @bp.put("/wallets/<wallet_id>/limits")
@@ -78,7 +78,7 @@ def set_limits(wallet_id: str):
     wallet = require_wallet(wallet_id)
     currency = wallet["currency"]
     return accept(commands.SET_LIMITS, commands.SetLimits(
-        wallet_id=wallet_id.lower(),
+        wallet_id=str(wallet["id"]),
         per_transaction=amount_in(currency, body["per_transaction"], "per_transaction"),
         daily_debit=amount_in(currency, body["daily_debit"], "daily_debit")))
 
@@ -90,6 +90,9 @@ def balance(wallet_id: str):
     as_of = args["as_of"]
     if as_of is not None and as_of > datetime.now(timezone.utc):
         raise validation_failed({"as_of": ["must not be in the future"]})
+    if as_of is not None and as_of < wallet["created_at"]:
+        raise validation_failed({"as_of": [f"must not be before the wallet was created "
+                                           f"({timestamp(wallet['created_at'])})"]})
     return jsonify(queries.balance_as_of(wallet, as_of))
 
 

@@ -237,3 +237,14 @@ def test_a_database_outage_answers_503_with_retry_after_not_500(client, monkeypa
     r = client.get(f"/wallets/{uuid.uuid4()}")
     body = assert_problem(r, 503, "SERVICE_UNAVAILABLE")
     assert r.headers["Retry-After"] == "1" and "SELECT" not in body["detail"]
+
+
+def test_a_wallet_id_in_the_path_in_any_uuid_spelling_names_that_wallet(client):
+    wallet = create_wallet(client, "spelling")
+    for spelling in (wallet.upper(), wallet.replace("-", ""), "{" + wallet + "}"):
+        r = client.post(f"/wallets/{spelling}/freeze", json={"reason": "check"}, headers={"Prefer": "wait=5"})
+        assert r.get_json()["status"] == "succeeded", r.get_json()
+        assert client.post(f"/wallets/{spelling}/unfreeze", headers={"Prefer": "wait=5"}).get_json()["status"] \
+            == "succeeded"
+    assert client.post(f"/wallets/{wallet}/transfer", json={"to_wallet_id": wallet.upper(), "amount": "1.00"}) \
+        .status_code == 422

@@ -267,3 +267,4 @@ def test_jobs_of_a_batch_whose_tasks_were_lost_are_requeued_in_chunks_by_the_swe
         done = wait_batch(client, batch["id"], timeout=60)
         assert done["counts"]["succeeded"] == len(batch["job_ids"])
     assert balance(client, wallet) == "16.00"
+

@@ -297,8 +297,11 @@ def test_balance_as_of_and_statement_match_a_hand_computed_example(client):
     whole = client.get(f"/wallets/{a}/statement").get_json()
     assert whole["opening_balance"] == "0.00" and whole["closing_balance"] == "65.50"
     assert [i["type"] for i in whole["items"]] == ["FUND", "TRANSFER", "WITHDRAWAL", "TRANSFER"]
-    before = client.get(f"/wallets/{a}/balance", query_string={"as_of": "2020-01-01T00:00:00Z"}).get_json()
-    assert before["balance"] == "0.00"
+    # Before the wallet existed it had no balance at all (not a zero one): 422, naming its creation time.
+    before = client.get(f"/wallets/{a}/balance", query_string={"as_of": "2020-01-01T00:00:00Z"})
+    assert before.status_code == 422 and "created" in before.get_json()["errors"]["as_of"][0]
+    created = client.get(f"/wallets/{a}").get_json()["created_at"]
+    assert client.get(f"/wallets/{a}/balance", query_string={"as_of": created}).get_json()["balance"] == "0.00"
     assert client.get(f"/wallets/{a}/balance?as_of=yesterday").status_code == 422
     assert client.get(f"/wallets/{a}/balance?as_of=2999-01-01T00:00:00Z").status_code == 422
     assert client.get(f"/wallets/{a}/statement?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z").status_code == 422
