@@ -16,7 +16,7 @@ ifdef WORKERS
 export WORKERS
 endif
 
-.PHONY: venv dev test bench chaos migrate clean
+.PHONY: venv dev test lint bench chaos migrate clean
 
 venv: $(STAMP)
 
@@ -31,8 +31,12 @@ $(STAMP): requirements.txt | $(VPY)
 dev: venv
 	$(VPY) -m scripts.devstack --state-dir $(DEV_STATE_DIR) up
 
-test: venv
+test: venv lint
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+# ruff with a small rule set (ruff.toml): unused imports and names, likely bugs.
+lint: venv
+	$(VPY) -m ruff check .
 
 migrate: venv
 	$(VPY) -m scripts.devstack --state-dir $(DEV_STATE_DIR) migrate

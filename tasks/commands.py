@@ -79,7 +79,7 @@ def _run(task, work, job_ids: list[str], *, release, fail):
             return "failed"
         log.warning("jobs %s raised; retrying", job_ids, exc_info=True, extra=label)
         release()
-        raise task.retry(exc=exc, countdown=0.5 * 2 ** task.request.retries)
+        raise task.retry(exc=exc, countdown=0.5 * 2 ** task.request.retries) from exc
 
 
 @shared_task(name=command_queue.BATCH_TASK, **COMMAND_TASK_OPTIONS)

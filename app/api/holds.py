@@ -11,7 +11,6 @@ from app.api.problems import validation_failed
 from app.api.resources import amount_in, command_wallets, require_hold
 from app.api.schemas import CaptureHoldSchema, EmptySchema, PlaceHoldSchema, load
 from app.domain import commands
-from app.services import queries
 from app.services.views import hold_view
 
 bp = Blueprint("holds", __name__)

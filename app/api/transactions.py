@@ -10,7 +10,6 @@ from app.api.resources import amount_in, require_transaction
 from app.api.schemas import ReverseSchema, load
 from app.domain import commands
 from app.domain.ledger import REVERSIBLE_TYPES
-from app.services import queries
 from app.services.views import transaction_view
 
 bp = Blueprint("transactions", __name__)

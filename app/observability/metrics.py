@@ -252,7 +252,7 @@ class SharedMetricsCollector:
             names = [*SHARED_COUNTERS, *SHARED_HISTOGRAMS, *SHARED_GAUGES, *SHARED_LABELED_GAUGES]
             for name in names:
                 pipe.hgetall(PREFIX + name)
-            values = dict(zip(names, pipe.execute()))
+            values = dict(zip(names, pipe.execute(), strict=True))
         except redis.RedisError:
             return
         for name, (help_text, label_names) in SHARED_COUNTERS.items():
@@ -328,7 +328,7 @@ class SystemGaugesCollector:
                 pipe.llen(queue)
             depths = pipe.execute()
             family = GaugeMetricFamily("wallet_queue_depth", "Tasks waiting in a Celery queue", labels=["queue"])
-            for queue, depth in zip(("commands", "maintenance"), depths):
+            for queue, depth in zip(("commands", "maintenance"), depths, strict=True):
                 family.add_metric([queue], depth)
             yield family
         except redis.RedisError:

@@ -66,7 +66,7 @@ def pipeline_processes() -> dict[str, list[dict]]:
         values = client.mget(keys) if keys else []
     except redis.RedisError:
         return found
-    for key, value in zip(keys, values):
+    for key, value in zip(keys, values, strict=True):
         kind = key.decode().removeprefix(PIPELINE_PREFIX).split(":", 1)[0]
         if value is not None and kind in found:
             found[kind].append(json.loads(value))

@@ -115,7 +115,7 @@ def test_another_tenants_resources_are_404_on_every_route(client, tenant_b, admi
         assert r.status_code == 404, (method, path, r.status_code, r.get_json())
         assert r.get_json()["code"] == code, (method, path)
     # The same requests with the owner's key or an admin key do see the resources.
-    for method, path, body, _ in routes:
+    for method, path, _body, _ in routes:
         if method == "GET" and other not in path:
             assert client.open(path, method=method).status_code == 200, path
             assert admin.open(path, method=method).status_code == 200, path
