@@ -294,10 +294,16 @@ class WalletStore:
 
     # wallets --------------------------------------------------------------
 
-    def load_wallets(self, ids: list[str]) -> dict[str, Wallet]:
-        """The wallets that exist among `ids`."""
+    def load_wallets(self, ids: list[str], *, lock: bool = False) -> dict[str, Wallet]:
+        """The wallets that exist among `ids`; with `lock`, their rows locked in id order until the commit.
+
+        A batch chunk locks what it reads: chunks touching hundreds of wallets
+        each would otherwise conflict with almost every concurrent chunk and
+        retry without end; locked in one order they queue and never deadlock.
+        """
+        sql = _LOAD_WALLETS + " ORDER BY w.id FOR UPDATE OF w" if lock else _LOAD_WALLETS
         wallets = {}
-        for r in self._run(_LOAD_WALLETS, {"ids": ids}).mappings():
+        for r in self._run(sql, {"ids": ids}).mappings():
             r = dict(r)
             r["limits"] = Limits(r.pop("per_transaction_limit"), r.pop("daily_debit_limit"))
             wallets[r["id"]] = Wallet(**r)

@@ -2,13 +2,19 @@
 
 A `wallet.execute_batch` task carries the ids of up to 100 jobs: the commands
 of an independent batch (a job each), or the one job of an atomic batch. The
-chunk is claimed in one statement, its wallets read in one, every command
-planned in memory in batch order (app.domain.batches), and everything written
-in one more statement: the wallets (each only if still at the version read),
-the journal entries, postings and outbox rows of the accepted commands, and
-every job's outcome (only if still running, so a second delivery applies
-nothing). An optimistic-lock conflict rolls the whole chunk back and it is
-planned again from fresh reads, as a single command is.
+chunk is claimed in one statement; then, in one transaction, its wallets are
+read and locked in id order (one statement), every command is planned in
+memory in batch order (app.domain.batches), and everything is written in one
+more statement: the wallets (each only if still at the version read), the
+journal entries, postings and outbox rows of the accepted commands, and every
+job's outcome (only if still running, so a second delivery applies nothing).
+
+Why lock: a chunk of 100 transfers touches up to 200 wallets, so two chunks
+running at once almost always share one; with optimistic checks alone they
+would abort each other over and over. Locked in one order, overlapping chunks
+queue behind each other and cannot deadlock, and the version checks stay as
+the guard against any writer that does not lock (a single command). A
+conflict or deadlock still rolls the chunk back to be planned again.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy.exc import IntegrityError
 
-from app.adapters.db import autocommit
+from app.adapters.db import autocommit, engine
 from app.adapters.store import ClaimedJob, JobNotRunning, WalletStore, business_error_of
 from app.config import settings
 from app.domain import batches, commands, events
@@ -75,8 +81,8 @@ def _record(chunk: _Chunk, job: ClaimedJob, entry, item: int | None, now: dateti
 
 
 def _plan(jobs: list[ClaimedJob], store: WalletStore, now: datetime) -> _Chunk:
-    """Every job's command(s) against the wallets as read now, in batch order."""
-    wallets = store.load_wallets(_wallet_ids(jobs))
+    """Every job's command(s) against the wallets as read (and locked) now, in batch order."""
+    wallets = store.load_wallets(_wallet_ids(jobs), lock=True)
     chunk = _Chunk(read_versions={w.id: w.version for w in wallets.values()})
     today = now.date()
     for job in jobs:
@@ -99,10 +105,10 @@ def _plan(jobs: list[ClaimedJob], store: WalletStore, now: datetime) -> _Chunk:
 
 
 def _apply(jobs: list[ClaimedJob], conflicts: int) -> tuple[_Chunk, dict[str, float]]:
-    """Plan and write the chunk in one statement (autocommit: that statement is the transaction)."""
+    """Lock and read the wallets, plan, and write the whole chunk in one more statement, in one transaction."""
     now = datetime.now(timezone.utc)
-    with autocommit() as conn:
-        store = WalletStore(conn, one_statement=True)
+    with engine().begin() as conn:
+        store = WalletStore(conn)
         chunk = _plan(jobs, store, now)
         store.save_wallets(chunk.read_versions, list(chunk.changed.values()), now)
         store.record_entries(chunk.recorded, now)
