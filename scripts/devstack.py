@@ -709,6 +709,35 @@ def write_env_file(state_dir: Path, env: Mapping[str, str]) -> Path:
     return path
 
 
+READY_TIMEOUT_S = 90.0
+
+
+def _ensure_ports_free() -> None:
+    """Fail at once, naming the variable to set, when a port of the stack is taken."""
+    for var in ("API_PORT", "HISTORY_PORT", "FLOWER_PORT"):
+        port = int(os.environ.get(var) or PROCESS_DEFAULTS[var])
+        if not _port_free(port):
+            raise ServiceError(f"port {port} ({var}) is already in use: free it, or choose another port, "
+                               f"e.g. `make dev {var}={pick_port()}`")
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> bool:
+    """True once url answers 200; False if proc exits first or the time is up."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir).resolve()
     _install_stop_signals()
@@ -718,20 +747,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     run_id = secrets.token_hex(8)
     watchdog = reaper_watchdog(run_id)
     try:
+        _ensure_ports_free()
         services_env = svc.start()
         env, generated = _process_env(services_env, state_dir)
         env[RUN_MARKER] = run_id
-        for port_var in ("API_PORT", "HISTORY_PORT", "FLOWER_PORT"):
-            if not _port_free(int(env[port_var])):
-                _log(f"warning: port {env[port_var]} ({port_var}) is already in use")
         _run_migrations(env)
         urls_file = write_env_file(state_dir, env)
-        print(_banner(env, svc, generated), flush=True)
         cmd = [sys.executable, "-m", "honcho", "-f", str(REPO_ROOT / args.procfile), "-d", str(REPO_ROOT)]
         if args.env_file:
             cmd += ["-e", args.env_file]
         cmd += ["start", *args.processes]
         honcho = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, preexec_fn=_die_with_parent(os.getpid()))
+        if "api" not in args.processes and args.processes:
+            print(_banner(env, svc, generated), flush=True)
+        elif _wait_ready(f"http://127.0.0.1:{env['API_PORT']}/ready", honcho, READY_TIMEOUT_S):
+            print(_banner(env, svc, generated) + "ready: the API answers /ready\n", flush=True)
+        elif honcho.poll() is None:
+            _log(f"the API did not answer /ready within {READY_TIMEOUT_S:.0f}s; see the process logs above")
         return honcho.wait()
     except _Stop as stop:
         _log(f"{stop} received, stopping")
