@@ -3,8 +3,9 @@
 Kinds: api (gunicorn master + workers), celery-main, celery-pool (the prefork
 children), beat, relay, history-worker, loadgen, redis, kafka, and PostgreSQL
 split by who its backend serves (pg:api, pg:celery-pool, pg:relay, ...,
-pg:other for the postmaster, checkpointer, autovacuum and unknown clients),
-read from pg_stat_activity.application_name (`wallet:<pid>` of the client).
+pg:pgbench for the pgbench scenario's clients, pg:other for the postmaster,
+checkpointer, autovacuum and unknown clients), read from
+pg_stat_activity.application_name (`wallet:<pid>` of the client).
 """
 from __future__ import annotations
 
@@ -117,6 +118,8 @@ class Sampler:
                 mapping[pid] = int(tail)
             elif app.startswith("bench"):
                 mapping[pid] = app if app == "bench-loadgen" else "harness"
+            elif app == "pgbench":  # the pgbench scenario's clients (PGAPPNAME)
+                mapping[pid] = "pgbench"
             else:
                 mapping[pid] = "other"
         mapping = {k: ("loadgen" if v == "bench-loadgen" else v) for k, v in mapping.items()}
