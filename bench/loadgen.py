@@ -42,6 +42,7 @@ class LoadSpec:
     wallets: list[str] = field(default_factory=list)
     hot_wallet: str | None = None
     amount: str = "0.01"
+    user_prefix: str = "bench-"  # create: user_id <user_prefix><n>
     clients: int = 32
     duration: float | None = None  # seconds; None: until `count` requests
     count: int | None = None
@@ -53,7 +54,7 @@ class LoadSpec:
 
 def _body(spec: LoadSpec, n: int, rnd: random.Random) -> tuple[str, bytes]:
     if spec.kind == "create":
-        return "/wallets", json.dumps({"user_id": f"bench-{n}", "currency": "USD"}).encode()
+        return "/wallets", json.dumps({"user_id": f"{spec.user_prefix}{n}", "currency": "USD"}).encode()
     if spec.kind == "fund":
         return f"/wallets/{spec.wallets[n]}/fund", json.dumps({"amount": spec.amount}).encode()
     if spec.kind == "hot":
@@ -102,6 +103,7 @@ class _Connection:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.body = b""  # of the last answer with a Content-Length (the bulk generator reads the batch id)
 
     async def post(self, request: bytes) -> int:
         """Send a complete request, read the whole answer, return its status."""
@@ -113,10 +115,11 @@ class _Connection:
         status = int(head[9:12])
         headers = head.lower()
         i = headers.find(b"\r\ncontent-length:")
+        self.body = b""
         if i >= 0:
             length = int(headers[i + 17:headers.index(b"\r\n", i + 2)])
             if length:
-                await self.reader.readexactly(length)
+                self.body = await self.reader.readexactly(length)
         elif b"\r\ntransfer-encoding: chunked" in headers:
             while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
                 await self.reader.readexactly(size + 2)

@@ -53,13 +53,17 @@ class Runner:
         return LoadSpec(api_url=self.stack.api_url, token=self.stack.token, database_url=self.stack.env["DATABASE_URL"],
                         wallets=self.wallets, hot_wallet=self.hot_wallet, **kw)
 
-    def drive(self, spec: LoadSpec, label: str, drain_timeout: float = 180.0) -> dict:
-        """Run the load generator process with a progress bar, then wait until every job is final (unless 0)."""
+    def drive(self, spec, label: str, drain_timeout: float = 180.0, target=None) -> dict:
+        """Run the load generator process with a progress bar, then wait until every job is final (unless 0).
+
+        `spec` is a LoadSpec run by bench.loadgen, or what `target` (a module's `_main`) takes, e.g. a
+        bench.bulkgen.BulkSpec; `progress` counts commands either way."""
         progress = self.ctx.Value("l", 0)
         stop = self.ctx.Event()
-        from bench.loadgen import _main
+        if target is None:
+            from bench.loadgen import _main as target
 
-        proc = self.ctx.Process(target=_main, args=(asdict(spec), progress, stop), name=f"loadgen-{label}")
+        proc = self.ctx.Process(target=target, args=(asdict(spec), progress, stop), name=f"loadgen-{label}")
         t0 = time.time()
         proc.start()
         self.sampler.add_root("loadgen", proc.pid)
@@ -92,9 +96,12 @@ class Runner:
         while drain_timeout and self.unfinished() and time.monotonic() < deadline:
             time.sleep(0.2)
         data = np.load(spec.out_path + ("" if spec.out_path.endswith(".npz") else ".npz"))
-        return {"t_start": float(data["started"]), "t_stop": float(data["stopped"]), "t_drained": time.time(),
-                "wall_start": t0, "wall_stop": t_stop, "latency": data["latency"], "status": data["status"],
-                "t_send": data["t_send"]}
+        run = {"t_start": float(data["started"]), "t_stop": float(data["stopped"]), "t_drained": time.time(),
+               "wall_start": t0, "wall_stop": t_stop, "latency": data["latency"], "status": data["status"],
+               "t_send": data["t_send"]}
+        if "batch_ids" in data.files:
+            run["batch_ids"] = [str(b) for b in data["batch_ids"]]
+        return run
 
     def jobs_of(self, prefix: str) -> list[tuple]:
         return self.conn.execute("""
