@@ -3,12 +3,14 @@
 Starts its own stack (state in .dev/bench, free ports, a fresh database and
 topic; embedded PostgreSQL/Redis/Kafka unless --database-url/--redis-url/--kafka
 or the usual env vars are given) or drives a running one (--use-running URL),
-then runs the scenarios of issue 7 and writes bench-results/<timestamp>/:
+then runs the scenarios of issue 7 (and pgbench and bulk, issue 16) and writes bench-results/<timestamp>/:
 results.json (every figure), throughput.png, latency.png, history_lag.png,
 memory.png, raw/ (per-request samples), logs/, and with --profile profile/
 (py-spy flame graphs, speedscope files, SQL statement counts, analysis.md).
 
-    python -m bench                          # ceiling, uniform, hot, half_load (20 s each)
+    python -m bench                          # ceiling, uniform, hot, half_load, pgbench, bulk, drain (20 s each)
+    python -m bench --scenarios uniform,pgbench,bulk --duration 30
+    python -m bench --scenarios bulk --bulk-memory 1000000   # RSS of every process over 1M batched commands
     python -m bench --duration 60 --memory 100000
     python -m bench --profile                # + py-spy and SQL counts during uniform
     python -m bench --compare bench-results/<earlier>/results.json
@@ -27,13 +29,13 @@ from pathlib import Path
 from bench import report
 from bench.stack import REPO, Stack, StackOptions
 
-DEFAULT_SCENARIOS = ("ceiling", "uniform", "hot", "half_load", "drain")
+DEFAULT_SCENARIOS = ("ceiling", "uniform", "hot", "half_load", "pgbench", "bulk", "drain")
 
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
-                   help="comma-separated subset of ceiling,uniform,hot,half_load,drain (default: all)")
+                   help="comma-separated subset of " + ",".join(DEFAULT_SCENARIOS) + " (default: all)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of load per scenario")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds left out of completed/s at the start")
     p.add_argument("--ceiling-tasks", type=int, default=10_000,
@@ -49,6 +51,18 @@ def parse(argv=None) -> argparse.Namespace:
                    help="worker process counts the backlog is drained with, in turn (default 1,4)")
     p.add_argument("--drain-pool", default="prefork", help="Celery pool of the drain workers (prefork, threads)")
     p.add_argument("--memory", type=int, default=0, metavar="N", help="also run N commands in a row, RSS over time")
+    p.add_argument("--pgbench-scale", type=int, default=10, help="pgbench -i -s (default 10)")
+    p.add_argument("--pgbench-clients", type=int, default=8, help="pgbench -c (default 8)")
+    p.add_argument("--pgbench-threads", type=int, default=2, help="pgbench -j (default 2)")
+    p.add_argument("--bulk-size", type=int, default=100, help="transfers per POST /batches of the bulk scenario")
+    p.add_argument("--bulk-clients", type=int, default=4, help="concurrent submitting clients of the bulk scenario")
+    p.add_argument("--bulk-outstanding", type=int, default=3, metavar="K",
+                   help="closed loop: each bulk client keeps at most K of its batches unfinished (default 3)")
+    p.add_argument("--bulk-wallets", type=int, default=None,
+                   help="wallets the bulk transfers move money between (default 10 × --wallets = 10,000)")
+    p.add_argument("--bulk-memory", type=int, default=0, metavar="N",
+                   help="also submit N commands through batches in a row, RSS of every process over time "
+                        "(the target run is 1000000)")
     p.add_argument("--api-workers", type=int, default=int(os.environ.get("GUNICORN_WORKERS", 2)))
     p.add_argument("--api-threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", 8)))
     p.add_argument("--celery-workers", type=int, default=int(os.environ.get("WORKERS", 4)),
@@ -164,6 +178,27 @@ def main(argv=None) -> int:
             fresh_topic("half_load")
             sc["half_load"] = runner.load_scenario("half_load", "transfer", args.duration, args.warmup, ceiling_rate,
                                                    rate=rate)
+        if "pgbench" in scenarios:
+            from bench import pgbench
+
+            results["pgbench"] = pgbench.run(stack, run_id, args.duration, out, sampler, scale=args.pgbench_scale,
+                                             clients=args.pgbench_clients, threads=args.pgbench_threads, say=say)
+            pgb = results["pgbench"]
+            say(f"pgbench: {pgb['tps']:.0f} tps (without initial connection time), latency average "
+                f"{pgb['latency_avg_ms']} ms, PostgreSQL {pgb['server_version']}")
+        bulk_runner = None
+        if "bulk" in scenarios or args.bulk_memory:
+            from bench.bulk import BulkRunner
+
+            bulk_runner = BulkRunner(runner, size=args.bulk_size, clients=args.bulk_clients,
+                                     per_client=args.bulk_outstanding)
+            bulk_runner.setup_wallets(args.bulk_wallets or 10 * args.wallets)
+        if "bulk" in scenarios:
+            fresh_topic("bulk")
+            results["bulk"] = bulk_runner.run("bulk", args.duration, args.warmup)
+            b = results["bulk"]
+            say(f"bulk: {b['applied_per_s']:.0f} applied transfers/s ({b['size']} per batch, {b['clients']} clients "
+                f"× {b['per_client']} batches, {b['wallets']} wallets)")
         while drains and len(drains) < 3:
             drain_ceiling()
         if drains:
@@ -189,6 +224,9 @@ def main(argv=None) -> int:
         if args.memory:
             fresh_topic("memory")
             sc["memory"] = runner.memory(args.memory, args.max_outstanding)
+        if args.bulk_memory:
+            fresh_topic("bulk_memory")
+            results["bulk_memory"] = bulk_runner.memory(args.bulk_memory, args.warmup)
         if stack.procs:
             results["audit"] = runner.audit()
         results["machine"]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
