@@ -324,7 +324,8 @@ def by_group(procs: dict) -> dict[str, float]:
             out[f"{group}: its PostgreSQL"] = round(pg, 3)
     known = {k for _, kinds in GROUPS for k in kinds}
     rest = [k for k in procs if k not in known and not (k.startswith("pg:") and k[3:] in known)]
-    out["PostgreSQL (other: postmaster, checkpointer, WAL writer, autovacuum, harness)"] = round(
+    # The postmaster, checkpointer, WAL writer, autovacuum, the harness's own queries.
+    out["PostgreSQL (other)"] = round(
         sum(procs[k]["cpu_ms_per_transfer"] for k in rest if k.startswith("pg:")), 3)
     out["other (beat, ...)"] = round(sum(procs[k]["cpu_ms_per_transfer"] for k in rest if not k.startswith("pg:")), 3)
     out["PostgreSQL (all)"] = round(sum(v["cpu_ms_per_transfer"] for k, v in procs.items() if k.startswith("pg:")), 3)
