@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -165,7 +166,11 @@ class BulkRunner:
 
         load0 = os.getloadavg()
         redis0, pg0 = r.redis_stats(), r.pg_stats()
-        run = r.drive(spec, name, target=_main, drain_timeout=max(180.0, (count or 0) / 200))
+        queue = _QueueSampler(r.stack.env["REDIS_URL"]).start()
+        try:
+            run = r.drive(spec, name, target=_main, drain_timeout=max(180.0, (count or 0) / 200))
+        finally:
+            queue.stop()
         redis1, pg1 = r.redis_stats(), r.pg_stats()
         load1 = os.getloadavg()
         t_start, t_stop = run["t_start"], run["t_stop"]
@@ -233,6 +238,8 @@ class BulkRunner:
             "failed_by_code": failed,
             "history_rows": rows, "history_rows_expected": expected_rows, "history_lag_ms": lag,
             "history_complete_s_after_load": round(t_history - t_stop, 1),
+            # Saturation: tasks waiting in Redis for a free worker process; 0 in a sample = workers may idle.
+            "queue_empty_fraction": queue.empty_fraction(w0, w1), "queue_length_median": queue.median(w0, w1),
             "load_avg_start": [round(x, 2) for x in load0], "load_avg_end": [round(x, 2) for x in load1],
             "redis_calls_per_command": _per(redis0, redis1, n_done), "pg_per_command": _per(pg0, pg1, n_done),
             "timeline": [[s, c] for s, c in _fill(timeline)], "lag_series": [list(x) for x in lag_series],
@@ -299,6 +306,46 @@ class BulkRunner:
         if with_max:
             out["max"] = round(row[-1] * 1000, 1) if row[-1] is not None else None
         return out
+
+
+class _QueueSampler:
+    """LLEN of the Celery `commands` queue every 0.25 s in a thread: tasks published, not yet taken by the worker."""
+
+    def __init__(self, redis_url: str, queue: str = "commands", interval: float = 0.25):
+        import redis
+
+        self.client = redis.Redis.from_url(redis_url)
+        self.queue, self.interval = queue, interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bench-queue-sampler", daemon=True)
+
+    def start(self) -> "_QueueSampler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.time(), int(self.client.llen(self.queue))))
+            except Exception:  # noqa: BLE001 - a sampler must not take the benchmark down
+                pass
+            self._stop.wait(self.interval)
+
+    def _within(self, t0: float, t1: float) -> list[int]:
+        return [n for t, n in self.samples if t0 <= t <= t1]
+
+    def empty_fraction(self, t0: float, t1: float) -> float | None:
+        xs = self._within(t0, t1)
+        return round(sum(1 for n in xs if n == 0) / len(xs), 3) if xs else None
+
+    def median(self, t0: float, t1: float) -> float | None:
+        xs = self._within(t0, t1)
+        return float(np.median(xs)) if xs else None
 
 
 def _per_transfer(procs: dict, transfers: int) -> dict:

@@ -233,7 +233,9 @@ def bulk_lines(results: dict) -> list[str]:
         lines.append(f"  applied: {_fmt(b['applied_per_s'])} transfers/s (jobs succeeded by completed_at in the "
                      f"{b['window_s']:.0f} s steady window); failed {failed}"
                      + (f" {b['failed_by_code']}" if failed else "")
-                     + f"; attempts per command {b['attempts_per_command']}")
+                     + f"; attempts per command {b['attempts_per_command']} (max {b['attempts_max']}); "
+                     f"commands queue empty in {_fmt(b.get('queue_empty_fraction'))} of the samples "
+                     f"(median length {_fmt(b.get('queue_length_median'))} tasks)")
         lines.append(f"  POST /batches p50/95/99 {'/'.join(_fmt(a[k]) for k in ('p50', 'p95', 'p99'))} ms; "
                      f"job latency (completed_at − created_at) p50/95/99 "
                      f"{'/'.join(_fmt(c[k]) for k in ('p50', 'p95', 'p99'))} ms; history lag p50/99/max "
