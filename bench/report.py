@@ -284,12 +284,12 @@ def plots(results: dict, out: Path) -> list[str]:
         tl = f.get("timeline") or []
         if tl:
             ax.plot([x[0] for x in tl], [x[1] for x in tl], label=f"{name} ({f['completed_per_s']:.0f}/s)")
-    for key, rate, what in (("bulk", "applied_per_s", "applied transfers"), ("pgbench", "tps", "TPC-B tps")):
+    for key, rate, what in (("bulk", "applied_per_s", "applied transfers/s"), ("pgbench", "tps", "TPC-B tps")):
         f = results.get(key) or {}
         tl = f.get("timeline") or []
         if tl:
             ax.plot([x[0] for x in tl], [x[1] for x in tl], "--" if key == "pgbench" else "-",
-                    label=f"{key} ({f[rate]:.0f} {what}/s)")
+                    label=f"{key} ({f[rate]:.0f} {what})")
     ax.set_xlabel("seconds since the scenario started")
     ax.set_ylabel("completed per second")
     ax.set_title("Throughput over time (jobs completed_at; ceiling: no-op tasks drained; pgbench: its progress)")
