@@ -302,7 +302,7 @@ class BulkRunner:
         nearest rank, as bench.scenarios.pct)."""
         fractions = ", ".join(f"percentile_disc({p / 100}) WITHIN GROUP (ORDER BY v)" for p in ps)
         row = self.r.conn.execute(f"SELECT {fractions}, max(v) FROM ({query}) AS q(v)", params).fetchone()
-        out = {f"p{p}": (round(v * 1000, 2) if v is not None else None) for p, v in zip(ps, row)}
+        out = {f"p{p}": (round(v * 1000, 2) if v is not None else None) for p, v in zip(ps, row[:-1], strict=True)}
         if with_max:
             out["max"] = round(row[-1] * 1000, 1) if row[-1] is not None else None
         return out

@@ -63,7 +63,7 @@ def bulk_targets(results: dict) -> list[dict]:
     """Issue 16's targets (bulk submissions) evaluated on this run."""
     from bench.bulk import PYTHON_KINDS
 
-    bulk, pgb, mem = results.get("bulk"), results.get("pgbench"), results.get("bulk_memory")
+    bulk, mem = results.get("bulk"), results.get("bulk_memory")
     out = []
 
     def add(name, value, target, ok):

@@ -129,7 +129,8 @@ class Runner:
     def pg_stats(self) -> dict:
         row = self.conn.execute("""SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_fetched
                                      FROM pg_stat_database WHERE datname = current_database()""").fetchone()
-        return dict(zip(("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_fetched"), row))
+        return dict(zip(("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_fetched"), row,
+                        strict=True))
 
     # ------------------------------------------------------------------ setup
 
@@ -360,7 +361,7 @@ def _per_second(times: list[float], cumulative: list[int], t0: float) -> list[li
         return []
     counts: dict[int, int] = {}
     prev = 0
-    for t, c in zip(times, cumulative):
+    for t, c in zip(times, cumulative, strict=True):
         sec = int(t - t0)
         counts[sec] = counts.get(sec, 0) + (c - prev)
         prev = c
