@@ -6,8 +6,11 @@ Tests that stop a part of it restore it before they end.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -185,8 +188,29 @@ def wait_caught_up(group_id: str | None = None, timeout: float = 30) -> None:
         raise AssertionError(f"{e}: outbox backlog {outbox_backlog()}, lag {consumer_lag(group_id)}") from None
 
 
+@contextlib.contextmanager
+def paused(*procs: subprocess.Popen):
+    """SIGSTOP the processes (each its own process group) for the block, SIGCONT them after.
+
+    They keep their state, sockets and pending work; they just send nothing meanwhile.
+    """
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGCONT)
+
+
 class Tansu:
-    """A separate Kafka-compatible broker this test can stop and start (memory storage: a restart empties it)."""
+    """A separate Kafka-compatible broker this test can stop and start (memory storage: a restart empties it).
+
+    A restarted one has no topic until start() creates it again, and tansu acks records
+    sent to a topic it does not have: they count in the end offsets, yet no fetch ever
+    returns them. So no producer may reach it between its start and the topic's creation:
+    pause the running ones around start() (see `paused`).
+    """
 
     def __init__(self, topic: str):
         self.port = pick_port()
@@ -201,7 +225,8 @@ class Tansu:
                                       "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         assert _wait_tcp("127.0.0.1", self.port, time.monotonic() + 15, self.proc), "tansu did not start"
-        ensure_topic(self.bootstrap, self.topic, PARTITIONS)
+        # Fewer partitions: a client asked for the topic first and tansu created it with its default count.
+        assert ensure_topic(self.bootstrap, self.topic, PARTITIONS) == PARTITIONS, "the topic was auto-created"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
