@@ -80,7 +80,9 @@ def register(app: Flask) -> None:
     def _http(e: HTTPException):
         code = {400: "MALFORMED_JSON", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
                 415: "UNSUPPORTED_MEDIA_TYPE"}.get(e.code or 500, "INTERNAL_ERROR")
-        return problem(code, e.description or code)
+        # A 405 names the methods the resource allows (RFC 9110 section 15.5.6).
+        allow = {"Allow": ", ".join(sorted(e.valid_methods))} if getattr(e, "valid_methods", None) else None
+        return problem(code, e.description or code, headers=allow)
 
     @app.errorhandler(OperationalError)
     def _database_unavailable(e: OperationalError):

@@ -145,6 +145,8 @@ def test_unknown_job_and_route_are_404_problems(client):
     assert_problem(client.get("/jobs/nope"), 404, "JOB_NOT_FOUND")
     assert_problem(client.get("/nowhere"), 404, "NOT_FOUND")
     assert_problem(client.delete("/wallets"), 405, "METHOD_NOT_ALLOWED")
+    assert client.delete("/wallets").headers["Allow"] == "OPTIONS, POST"
+    assert client.put("/batches/x").headers["Allow"] == "GET, HEAD, OPTIONS"
 
 
 def test_same_idempotency_key_and_body_returns_the_same_job_executed_once(client):
