@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from app.config import use_env_file
 
@@ -48,7 +49,20 @@ def cli() -> None:
 def main() -> None:
     # Unset URLs come from the running `make dev` stack, if there is one (it writes them to .dev/env).
     use_env_file(os.environ.get("WALLET_DEV_ENV", str(Path(__file__).resolve().parent.parent / ".dev" / "env")))
-    cli(prog_name="python -m app.cli")
+    try:
+        code = cli(prog_name="python -m app.cli", standalone_mode=False)
+    except click.exceptions.Abort:
+        raise SystemExit(1) from None
+    except click.ClickException as e:
+        e.show()
+        raise SystemExit(e.exit_code) from None
+    except OperationalError as e:  # the database refused or is away: say so, without a traceback
+        first = str(e.orig or e).strip().splitlines()[0]
+        click.echo(f"error: cannot reach the database ({first}); is the stack running? "
+                   "DATABASE_URL, or a running `make dev` (.dev/env), says where it is", err=True)
+        raise SystemExit(2) from None
+    if isinstance(code, int):  # a command that ended with ctx.exit(code)
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,14 @@ def test_the_cli_uses_the_file_named_by_wallet_dev_env(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     # It aimed at the file's database (refused on port 1), not at the default one.
     assert proc.returncode != 0 and "127.0.0.1" in proc.stderr and "port 1" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_operator_cli_says_the_database_is_unreachable_without_a_traceback():
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WALLET_DEV_ENV": "/nonexistent", "DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:1/x"}
+    result = subprocess.run([sys.executable, "-m", "app.cli", "audit", "run", "--no-record"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "cannot reach the database" in result.stderr and "Traceback" not in result.stderr
