@@ -8,9 +8,15 @@ subprocess in its own session whose pid it tracks; faults target those pids only
 
 Workload: 50 USD wallets funded with 1000.00 each, then client threads doing
 transfers, funds, withdrawals, holds and their capture or void over real HTTP.
-Every command carries an Idempotency-Key; on a timeout, a connection error, a
-5xx or a 429 the client retries with the same key and body, like a real client,
-and records every job id it was answered.
+Among those requests, bulk submissions (POST /batches): independent batches of
+10-100 transfers and withdrawals (one command in 25 asks for more than the bank
+holds, so it must fail) and atomic batches of 2-20 commands (30% hold such a
+command, so they must fail as a whole). Every command and batch carries an
+Idempotency-Key; on a timeout, a connection error, a 5xx or a 429 the client
+retries with the same key and body, like a real client, and records every job
+(or batch) id it was answered. Before a pool-process kill (every other one), a
+whole-worker kill or a PostgreSQL restart, a burst of big batches is submitted
+and the fault fires once a pool process is inside a wallet.execute_batch chunk.
 
 Scenarios (one fault kind at a time, then mixed); after each the load stops,
 the system must become quiescent within `--bound` seconds (no job queued or
@@ -22,10 +28,15 @@ running, outbox drained, history equal to the ledger), and then:
   * each wallet's balance equals the client-side expectation computed from the
     commands whose jobs succeeded (so money is conserved exactly), none is negative;
   * no job failed for a reason a fault may not cause (ATTEMPTS_EXHAUSTED, INTERNAL_ERROR);
-  * `python -m app.cli audit run` passes and `python -m app.cli history compare` finds no difference.
+  * `python -m app.cli audit run` passes and `python -m app.cli history compare` finds no difference;
+  * every batch is the one its key names, its jobs those its answer listed, each final; a succeeded
+    command job has one journal entry and two postings, a failed one none (and a command that must
+    fail did); an atomic batch job has `size` entries (items 0..size-1) or, failed, none and an
+    `error.index`; GET /batches/{id} is completed with its jobs' counts; the outbox events and the
+    history rows of batch jobs carry the batch id.
 
-It prints a table (scenario, accepted, final, lost, doubled, recovery time) and
-exits 1 on any violation.
+It prints a table (scenario, accepted, final, lost, doubled, recovery time, batch
+figures) and exits 1 on any violation.
 
     python -m scripts.chaos            # the full run (make chaos)
     python -m scripts.chaos --short    # worker kill, relay kill, history worker kill, Redis restart, Kafka pause
@@ -1265,8 +1276,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB)")
     md = print_table(results, header)
     for r in results:
-        for v in r.violations:
+        for v in r.violations[:60]:
             print(f"VIOLATION [{r.scenario}] {v}")
+        if len(r.violations) > 60:  # a broken batch path yields one per job; --json keeps them all
+            print(f"VIOLATION [{r.scenario}] … and {len(r.violations) - 60} more")
     if args.markdown:
         Path(args.markdown).write_text(f"{header}\n\n{md}\n")
     if args.json:
