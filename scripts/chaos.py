@@ -597,13 +597,23 @@ class Faults:
     def run(self, name: str) -> None:
         getattr(self, name.replace("-", "_"))()
 
+    def _pool(self) -> dict[int, psutil.Process]:
+        """The worker's live pool processes (a process killed a moment ago may linger as a zombie, and its
+        connection in pg_stat_activity until PostgreSQL notices)."""
+        pool = {}
+        for p in self.stack.children("worker"):
+            with contextlib.suppress(psutil.Error):
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    pool[p.pid] = p
+        return pool
+
     def _chunk_pool_pids(self) -> list[int]:
         """Pool processes inside a wallet.execute_batch chunk right now (between its claim and its write)."""
         from sqlalchemy import text
 
         from app.adapters.db import engine
 
-        pool = {p.pid for p in self.stack.children("worker")}
+        pool = set(self._pool())
         found = []
         with contextlib.suppress(Exception), engine().connect() as conn:
             for name, state, query in conn.execute(text(
@@ -642,7 +652,7 @@ class Faults:
 
         from app.adapters.db import engine
 
-        pool = {p.pid: p for p in self.stack.children("worker")}
+        pool = self._pool()
         if not pool:
             return None
         busy: list[int] = []
