@@ -305,9 +305,9 @@ class BatchItem:
 class BatchLoad:
     """How many batches the clients send among their requests, and how big."""
 
-    independent_rate: float = 1.0  # independent batches per second, all clients together
+    independent_rate: float = 0.6  # independent batches per second, all clients together
     independent_size: tuple[int, int] = (10, 100)
-    atomic_rate: float = 1.0  # atomic batches per second
+    atomic_rate: float = 0.6  # atomic batches per second
     atomic_size: tuple[int, int] = (2, 20)
     atomic_doomed: float = 0.3  # share of atomic batches with a command that cannot succeed
     # Before a fault that must hit batches mid-flight: this many independent batches of this size at once.
@@ -1231,9 +1231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="client threads")
     parser.add_argument("--rate", type=float, default=60.0, help="commands per second, all clients together")
     parser.add_argument("--batch-rate", type=float, default=None,
-                        help="independent batches per second among those requests (full 1.0, short 0.4; 0: none)")
+                        help="independent batches per second among those requests (full 0.6, short 0.4; 0: none)")
     parser.add_argument("--atomic-rate", type=float, default=None,
-                        help="atomic batches per second among those requests (full 1.0, short 0.5; 0: none)")
+                        help="atomic batches per second among those requests (full 0.6, short 0.5; 0: none)")
     parser.add_argument("--kafka-pause", type=float, default=30.0, help="seconds the broker is stopped")
     parser.add_argument("--bound", type=float, default=90.0,
                         help="seconds after the load stops within which the system must be quiescent")
