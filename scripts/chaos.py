@@ -239,7 +239,7 @@ class Stack:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-        for name, proc in self.procs.items():
+        for proc in self.procs.values():
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
@@ -569,9 +569,11 @@ class Workload:
 
 
 # What a pool process's connection shows (pg_stat_activity.query) while it runs a wallet.execute_batch chunk:
-# the claim of its jobs (the connection stays idle with it until the chunk's next statement), and the
-# chunk's one write, which finishes every job of it.
+# the claim of its jobs (the connection stays idle with it until the chunk's transaction begins), then, in
+# that transaction, the read that locks the chunk's wallets (active while it waits for them, idle in
+# transaction while the chunk is planned) and the one write that finishes every job of it.
 _CHUNK_CLAIM = "ORDER BY batch_index, id"
+_CHUNK_LOCK = "FOR UPDATE OF w"
 _CHUNK_WRITE = "r(id uuid, status text, result jsonb, error jsonb)"
 
 
@@ -619,9 +621,10 @@ class Faults:
             for name, state, query in conn.execute(text(
                     "SELECT application_name, state, query FROM pg_stat_activity"
                     " WHERE application_name LIKE 'wallet:%' AND pid <> pg_backend_pid()")):
-                pid = int(name.split(":")[1])
-                if pid in pool and (_CHUNK_CLAIM in (query or "") or (_CHUNK_WRITE in (query or "")
-                                                                        and state == "active")):
+                pid, query = int(name.split(":")[1]), query or ""
+                if pid in pool and (_CHUNK_CLAIM in query or (
+                        (_CHUNK_LOCK in query or _CHUNK_WRITE in query)
+                        and state in ("active", "idle in transaction"))):
                     found.append(pid)
         return found
 
