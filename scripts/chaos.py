@@ -569,9 +569,10 @@ class Workload:
 
 
 # What a pool process's connection shows (pg_stat_activity.query) while it runs a wallet.execute_batch chunk:
-# the claim of its jobs (the connection stays idle with it until the chunk's transaction begins), then, in
-# that transaction, the read that locks the chunk's wallets (active while it waits for them, idle in
-# transaction while the chunk is planned) and the one write that finishes every job of it.
+# the claim of its jobs (active), then, in the chunk's transaction, the read that locks its wallets (active
+# while it waits for them, idle in transaction while the chunk is planned) and the one write that finishes
+# every job of it. (An idle connection keeps showing its last statement: the claim's connection may sit in
+# the process's pool with it long after the chunk is done, so idle does not count.)
 _CHUNK_CLAIM = "ORDER BY batch_index, id"
 _CHUNK_LOCK = "FOR UPDATE OF w"
 _CHUNK_WRITE = "r(id uuid, status text, result jsonb, error jsonb)"
@@ -609,8 +610,9 @@ class Faults:
                     pool[p.pid] = p
         return pool
 
-    def _chunk_pool_pids(self) -> list[int]:
-        """Pool processes inside a wallet.execute_batch chunk right now (between its claim and its write)."""
+    def _chunk_pool_pids(self) -> list[tuple[int, str]]:
+        """Pool processes inside a wallet.execute_batch chunk right now (claiming, locking, planning, writing),
+        with what their connection shows."""
         from sqlalchemy import text
 
         from app.adapters.db import engine
@@ -622,10 +624,14 @@ class Faults:
                     "SELECT application_name, state, query FROM pg_stat_activity"
                     " WHERE application_name LIKE 'wallet:%' AND pid <> pg_backend_pid()")):
                 pid, query = int(name.split(":")[1]), query or ""
-                if pid in pool and (_CHUNK_CLAIM in query or (
-                        (_CHUNK_LOCK in query or _CHUNK_WRITE in query)
-                        and state in ("active", "idle in transaction"))):
-                    found.append(pid)
+                if pid not in pool:
+                    continue
+                if _CHUNK_CLAIM in query and state == "active":
+                    found.append((pid, "claiming its jobs"))
+                elif _CHUNK_LOCK in query and state in ("active", "idle in transaction"):
+                    found.append((pid, "locking its wallets" if state == "active" else "planning"))
+                elif _CHUNK_WRITE in query and state in ("active", "idle in transaction"):
+                    found.append((pid, "writing" if state == "active" else "committing"))
         return found
 
     def _aim_at_chunks(self, fault: str, timeout: float = 8.0) -> int | None:
@@ -639,12 +645,13 @@ class Faults:
         t1 = time.monotonic()
         deadline = t1 + timeout
         while time.monotonic() < deadline:
-            pids = self._chunk_pool_pids()
-            if pids:
+            found = self._chunk_pool_pids()
+            if found:
                 self.hit += 1
+                pid, phase = found[0]
                 self.log(f"{fault}: {answered}/{len(cmds)} burst batches accepted in {t1 - t0:.1f} s; pool process "
-                         f"{pids[0]} inside a chunk {time.monotonic() - t1:.1f} s later")
-                return pids[0]
+                         f"{pid} inside a chunk ({phase}) {time.monotonic() - t1:.1f} s later")
+                return pid
             time.sleep(0.005)
         self.log(f"{fault}: no chunk seen in flight within {timeout:.0f} s of the burst")
         return None
