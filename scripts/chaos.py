@@ -8,9 +8,15 @@ subprocess in its own session whose pid it tracks; faults target those pids only
 
 Workload: 50 USD wallets funded with 1000.00 each, then client threads doing
 transfers, funds, withdrawals, holds and their capture or void over real HTTP.
-Every command carries an Idempotency-Key; on a timeout, a connection error, a
-5xx or a 429 the client retries with the same key and body, like a real client,
-and records every job id it was answered.
+Among those requests, bulk submissions (POST /batches): independent batches of
+10-100 transfers and withdrawals (one command in 25 asks for more than the bank
+holds, so it must fail) and atomic batches of 2-20 commands (30% hold such a
+command, so they must fail as a whole). Every command and batch carries an
+Idempotency-Key; on a timeout, a connection error, a 5xx or a 429 the client
+retries with the same key and body, like a real client, and records every job
+(or batch) id it was answered. Before a pool-process kill (every other one), a
+whole-worker kill or a PostgreSQL restart, a burst of big batches is submitted
+and the fault fires once a pool process is inside a wallet.execute_batch chunk.
 
 Scenarios (one fault kind at a time, then mixed); after each the load stops,
 the system must become quiescent within `--bound` seconds (no job queued or
@@ -22,10 +28,15 @@ running, outbox drained, history equal to the ledger), and then:
   * each wallet's balance equals the client-side expectation computed from the
     commands whose jobs succeeded (so money is conserved exactly), none is negative;
   * no job failed for a reason a fault may not cause (ATTEMPTS_EXHAUSTED, INTERNAL_ERROR);
-  * `python -m app.cli audit run` passes and `python -m app.cli history compare` finds no difference.
+  * `python -m app.cli audit run` passes and `python -m app.cli history compare` finds no difference;
+  * every batch is the one its key names, its jobs those its answer listed, each final; a succeeded
+    command job has one journal entry and two postings, a failed one none (and a command that must
+    fail did); an atomic batch job has `size` entries (items 0..size-1) or, failed, none and an
+    `error.index`; GET /batches/{id} is completed with its jobs' counts; the outbox events and the
+    history rows of batch jobs carry the batch id.
 
-It prints a table (scenario, accepted, final, lost, doubled, recovery time) and
-exits 1 on any violation.
+It prints a table (scenario, accepted, final, lost, doubled, recovery time, batch
+figures) and exits 1 on any violation.
 
     python -m scripts.chaos            # the full run (make chaos)
     python -m scripts.chaos --short    # worker kill, relay kill, history worker kill, Redis restart, Kafka pause
@@ -73,6 +84,7 @@ WALLETS = 50
 INITIAL_CENTS = 100_000  # 1000.00 each
 # Failures a fault may cause without breaking the contract: business outcomes of the random workload.
 BUSINESS_CODES = {"INSUFFICIENT_FUNDS", "HOLD_NOT_ACTIVE", "LIMIT_EXCEEDED", "WALLET_NOT_ACTIVE"}
+IMPOSSIBLE_CENTS = 1_000_000_000  # 10,000,000.00: more than the whole bank ever holds (a batch item that must fail)
 
 
 def log(msg: str) -> None:
@@ -227,7 +239,7 @@ class Stack:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-        for name, proc in self.procs.items():
+        for proc in self.procs.values():
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
@@ -250,7 +262,7 @@ class Stack:
 
 @dataclass
 class Command:
-    kind: str  # create, fund, withdraw, transfer, hold, capture, void
+    kind: str  # create, fund, withdraw, transfer, hold, capture, void, batch
     key: str
     path: str
     body: dict
@@ -264,15 +276,53 @@ class Command:
     gave_up: bool = False
     retry_seconds: float = 0.0  # from the first failed attempt to the answer
     unexpected: str | None = None  # an unexpected 4xx
+    # A batch (POST /batches): job_ids holds the batch ids the answers named (one, unless a retry doubled it).
+    atomic: bool = False
+    items: list[BatchItem] = field(default_factory=list)
+    batch_job_ids: list[str] | None = None  # the job ids of the first answer, in command order
+
+
+@dataclass
+class BatchItem:
+    """One command of a batch, as the client sent it."""
+
+    kind: str  # fund, withdraw, transfer
+    wallet: str
+    amount: int  # cents
+    to_wallet: str | None = None
+    must_fail: bool = False  # more than the whole bank holds: it cannot succeed
+
+    def body(self, reference: str | None) -> dict:
+        body = {"type": self.kind, "wallet_id": self.wallet, "amount": money(self.amount)}
+        if self.to_wallet:
+            body["to_wallet_id"] = self.to_wallet
+        if reference:
+            body["reference"] = reference
+        return body
+
+
+@dataclass(frozen=True)
+class BatchLoad:
+    """How many batches the clients send among their requests, and how big."""
+
+    independent_rate: float = 0.6  # independent batches per second, all clients together
+    independent_size: tuple[int, int] = (10, 100)
+    atomic_rate: float = 0.6  # atomic batches per second
+    atomic_size: tuple[int, int] = (2, 20)
+    atomic_doomed: float = 0.3  # share of atomic batches with a command that cannot succeed
+    # Before a fault that must hit batches mid-flight: this many independent batches of this size at once.
+    burst: tuple[int, int] = (2, 250)
 
 
 class Workload:
     """Client threads that submit commands with idempotent retries and record what they saw."""
 
-    def __init__(self, api_url: str, *, threads: int, rate: float, seed: int, give_up_after: float = 120.0):
+    def __init__(self, api_url: str, *, threads: int, rate: float, seed: int, give_up_after: float = 120.0,
+                 batches: BatchLoad | None = None):
         self.api_url = api_url
         self.threads = threads
         self.rate = rate
+        self.batches = batches or BatchLoad(independent_rate=0, atomic_rate=0)
         self.rng = random.Random(seed)
         self.give_up_after = give_up_after
         self.commands: list[Command] = []
@@ -311,6 +361,11 @@ class Workload:
                 if r.status_code in (200, 202):
                     job = r.json()
                     cmd.job_ids.add(job["id"])
+                    if cmd.kind == "batch":  # a replay must name the same jobs
+                        if cmd.batch_job_ids is None:
+                            cmd.batch_job_ids = job["job_ids"]
+                        elif cmd.batch_job_ids != job["job_ids"]:
+                            cmd.unexpected = f"a retry's answer lists other jobs: {job['job_ids'][:3]}…"
                     if first_failure is not None:
                         cmd.retry_seconds = time.monotonic() - first_failure
                     return job
@@ -419,12 +474,75 @@ class Workload:
                               wallet=hold_cmd.wallet, to_wallet=to, amount=captured, hold_of=hold_cmd)
         self.submit(cmd)
 
+    # batches ---------------------------------------------------------------------------------
+
+    def _item(self, rng: random.Random, kinds: tuple[str, ...], weights: tuple[int, ...], amount: int,
+              must_fail: bool = False) -> BatchItem:
+        kind = rng.choices(kinds, weights)[0]
+        w = rng.choice(self.wallets)
+        to = rng.choice([x for x in self.wallets if x != w]) if kind == "transfer" else None
+        return BatchItem(kind, w, amount, to, must_fail)
+
+    def _doomed(self, rng: random.Random) -> BatchItem:
+        """A transfer or withdrawal of more than the whole bank holds: INSUFFICIENT_FUNDS, always."""
+        return self._item(rng, ("transfer", "withdraw"), (1, 1), IMPOSSIBLE_CENTS, must_fail=True)
+
+    def _batch_command(self, rng: random.Random, items: list[BatchItem], atomic: bool) -> Command:
+        key = f"batch-{uuid.uuid4()}"
+        body = {"atomic": atomic, "commands": [
+            item.body(f"chaos {key[6:14]}/{i}" if rng.random() < 0.5 else None) for i, item in enumerate(items)]}
+        return Command("batch", key, "/batches", body, self.scenario, atomic=atomic, items=items)
+
+    def independent_batch(self, rng: random.Random, size: int | None = None) -> Command:
+        """Transfers and withdrawals (a few funds) among the bank's wallets; one in 25 (at least one) cannot
+        succeed, and about 8% are large enough to overdraw (they may or may not)."""
+        size = size or rng.randint(*self.batches.independent_size)
+        items = [self._item(rng, ("transfer", "withdraw", "fund"), (70, 22, 8),
+                            rng.randint(1, 5000) if rng.random() < 0.92 else rng.randint(50_000, 150_000))
+                 for _ in range(size)]
+        for i in rng.sample(range(size), max(1, size // 25)):
+            items[i] = self._doomed(rng)
+        return self._batch_command(rng, items, atomic=False)
+
+    def atomic_batch(self, rng: random.Random) -> Command:
+        """Small movements, often chained through the same wallets; some hold a command that cannot succeed."""
+        size = rng.randint(*self.batches.atomic_size)
+        items = [self._item(rng, ("transfer", "withdraw", "fund"), (60, 25, 15), rng.randint(1, 5000))
+                 for _ in range(size)]
+        for i in range(1, size):  # chain: a transfer out of the wallet the one before credited
+            if items[i].kind == "transfer" and items[i - 1].kind == "transfer" and rng.random() < 0.5 \
+                    and items[i - 1].to_wallet != items[i].to_wallet:
+                items[i].wallet = items[i - 1].to_wallet
+        if rng.random() < self.batches.atomic_doomed:
+            items[rng.randrange(size)] = self._doomed(rng)
+        return self._batch_command(rng, items, atomic=True)
+
+    def burst(self) -> list[Command]:
+        """Big independent batches (and an atomic one) at once, answered before it returns; a fault
+        watching from its start finds wallet.execute_batch chunks running and queued."""
+        count, size = self.batches.burst
+        rng = random.Random(self.rng.randrange(2**32))
+        cmds = [self.independent_batch(rng, size) for _ in range(count)] + [self.atomic_batch(rng)]
+        threads = [threading.Thread(target=self.submit, args=(c,), daemon=True) for c in cmds]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        return cmds
+
     def _client(self, seed: int) -> None:
         rng = random.Random(seed)
         mean_pause = self.threads / self.rate
+        b = self.batches
         while not self._stop.is_set():
             try:
-                self._one(rng)
+                draw = rng.random() * self.rate
+                if draw < b.independent_rate:
+                    self.submit(self.independent_batch(rng))
+                elif draw < b.independent_rate + b.atomic_rate:
+                    self.submit(self.atomic_batch(rng))
+                else:
+                    self._one(rng)
             except Exception as e:  # noqa: BLE001 - a client bug must not kill the run silently
                 log(f"client error: {e!r}")
             self._stop.wait(rng.uniform(0, 2 * mean_pause))
@@ -450,18 +568,96 @@ class Workload:
 # --------------------------------------------------------------------------- faults
 
 
-class Faults:
-    """Each fault targets the stack's own pids; all run in the main thread."""
+# What a pool process's connection shows (pg_stat_activity.query) while it runs a wallet.execute_batch chunk:
+# the claim of its jobs (active), then, in the chunk's transaction, the read that locks its wallets (active
+# while it waits for them, idle in transaction while the chunk is planned) and the one write that finishes
+# every job of it. (An idle connection keeps showing its last statement: the claim's connection may sit in
+# the process's pool with it long after the chunk is done, so idle does not count.)
+_CHUNK_CLAIM = "ORDER BY batch_index, id"
+_CHUNK_LOCK = "FOR UPDATE OF w"
+_CHUNK_WRITE = "r(id uuid, status text, result jsonb, error jsonb)"
 
-    def __init__(self, stack: Stack, rng: random.Random, kafka_pause_s: float, log_fn=log):
+
+class Faults:
+    """Each fault targets the stack's own pids; all run in the main thread.
+
+    With a `burst` (the workload's), the faults that must hit bulk submissions mid-flight (every other
+    pool-process kill, the whole-worker kill, the PostgreSQL restart) first submit big batches and then
+    fire while a pool process is inside a chunk; `aimed` / `hit` count those faults and the ones that
+    found a chunk in flight.
+    """
+
+    def __init__(self, stack: Stack, rng: random.Random, kafka_pause_s: float, log_fn=log, burst=None):
         self.stack = stack
         self.rng = rng
         self.kafka_pause_s = kafka_pause_s
         self.log = log_fn
         self.kills: dict[str, int] = defaultdict(int)
+        self.burst = burst
+        self.aimed = 0
+        self.hit = 0
 
     def run(self, name: str) -> None:
         getattr(self, name.replace("-", "_"))()
+
+    def _pool(self) -> dict[int, psutil.Process]:
+        """The worker's live pool processes (a process killed a moment ago may linger as a zombie, and its
+        connection in pg_stat_activity until PostgreSQL notices)."""
+        pool = {}
+        for p in self.stack.children("worker"):
+            with contextlib.suppress(psutil.Error):
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    pool[p.pid] = p
+        return pool
+
+    def _chunk_pool_pids(self) -> list[tuple[int, str]]:
+        """Pool processes inside a wallet.execute_batch chunk right now (claiming, locking, planning, writing),
+        with what their connection shows."""
+        from sqlalchemy import text
+
+        from app.adapters.db import engine
+
+        pool = set(self._pool())
+        found = []
+        with contextlib.suppress(Exception), engine().connect() as conn:
+            for name, state, query in conn.execute(text(
+                    "SELECT application_name, state, query FROM pg_stat_activity"
+                    " WHERE application_name LIKE 'wallet:%' AND pid <> pg_backend_pid()")):
+                pid, query = int(name.split(":")[1]), query or ""
+                if pid not in pool:
+                    continue
+                if _CHUNK_CLAIM in query and state == "active":
+                    found.append((pid, "claiming its jobs"))
+                elif _CHUNK_LOCK in query and state in ("active", "idle in transaction"):
+                    found.append((pid, "locking its wallets" if state == "active" else "planning"))
+                elif _CHUNK_WRITE in query and state in ("active", "idle in transaction"):
+                    found.append((pid, "writing" if state == "active" else "committing"))
+        return found
+
+    def _aim_at_chunks(self, fault: str, timeout: float = 10.0) -> int | None:
+        """Submit a burst of batches and wait until a pool process is inside a chunk; its pid, or None.
+
+        The watch starts with the burst: an idle worker may run its first chunks before the last batch
+        of the burst is even answered."""
+        if self.burst is None:
+            return None
+        self.aimed += 1
+        t0 = time.monotonic()
+        cmds: list[Command] = []
+        submitter = threading.Thread(target=lambda: cmds.extend(self.burst()), daemon=True)
+        submitter.start()
+        while time.monotonic() - t0 < timeout:
+            found = self._chunk_pool_pids()
+            if found:
+                self.hit += 1
+                pid, phase = found[0]
+                self.log(f"{fault}: pool process {pid} inside a chunk ({phase}) {time.monotonic() - t0:.1f} s "
+                         f"after the burst began ({'all' if cmds else 'not all'} of its batches answered)")
+                return pid
+            time.sleep(0.003)
+        submitter.join(30)
+        self.log(f"{fault}: no chunk seen in flight within {timeout:.0f} s of the burst")
+        return None
 
     def _busy_pool_process(self) -> psutil.Process | None:
         """A worker pool process, preferably one inside a database transaction (mid-command)."""
@@ -469,7 +665,7 @@ class Faults:
 
         from app.adapters.db import engine
 
-        pool = {p.pid: p for p in self.stack.children("worker")}
+        pool = self._pool()
         if not pool:
             return None
         busy: list[int] = []
@@ -483,8 +679,16 @@ class Faults:
         return pool[self.rng.choice(busy)] if busy else pool[self.rng.choice(list(pool))]
 
     def worker_kill(self) -> None:
-        """SIGKILL a Celery pool process (mid-command when one is found); the worker forks a new one."""
-        victim = self._busy_pool_process()
+        """SIGKILL a Celery pool process (mid-command when one is found); the worker forks a new one.
+
+        Every other kill (the first, third, …) aims at a pool process inside a batch chunk."""
+        self.kills["worker-kill"] += 1
+        victim = None
+        if self.burst is not None and self.kills["worker-kill"] % 2 == 1:
+            pid = self._aim_at_chunks("worker-kill")
+            with contextlib.suppress(psutil.Error):
+                victim = psutil.Process(pid) if pid else None
+        victim = victim or self._busy_pool_process()
         if victim is None:
             self.log("worker-kill: no pool process found")
             return
@@ -494,7 +698,8 @@ class Faults:
         self.log(f"worker-kill: SIGKILL pool process {victim.pid}")
 
     def worker_kill_all(self) -> None:
-        """SIGKILL the whole worker (main process and pool) and start it again."""
+        """SIGKILL the whole worker (main process and pool) and start it again (with chunks in flight)."""
+        self._aim_at_chunks("worker-kill-all")
         self.stack.kill("worker")
         self.log("worker-kill-all: SIGKILL the worker and its pool; restart in 2 s")
         time.sleep(2)
@@ -517,6 +722,7 @@ class Faults:
 
     def postgres_restart(self) -> None:
         """Crash PostgreSQL (immediate stop, recovery at start) and start it again 3 s later."""
+        self._aim_at_chunks("postgres-restart")
         self.log("postgres-restart: pg_ctl stop -m immediate, start in 3 s")
         self.stack.services.restart("postgres", down_for=3.0)
 
@@ -599,6 +805,15 @@ class Result:
     gave_up: int = 0
     max_retry_s: float = 0.0
     recovery_s: float | None = None
+    # Bulk submissions (their jobs count in accepted, final, lost, doubled and failed above too).
+    batches: int = 0
+    batch_commands: int = 0
+    atomic_ok: int = 0
+    atomic_failed: int = 0
+    batch_jobs_failed: int = 0  # jobs of independent batches failed for a business reason
+    batch_jobs_redelivered: int = 0  # batch jobs claimed again after their delivery died (lost_deliveries)
+    aimed: int = 0  # faults fired after a burst of batches
+    hit: int = 0  # ... with a pool process inside a chunk
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -659,14 +874,18 @@ def check(workload: Workload, scenario: Scenario, recovery: float | None, state:
             SELECT k.key, j.id::text AS job_id, j.status, j.error, j.attempts
               FROM idempotency_keys k JOIN jobs j ON j.id = k.job_id
              WHERE k.tenant_id = :tenant AND k.key = ANY(:keys)"""), {"tenant": TENANT, "keys": keys})}
-        doubled_jobs = conn.execute(text(
-            "SELECT job_id::text, count(*) FROM journal_entries GROUP BY job_id HAVING count(*) > 1")).all()
+        # A command is one journal entry; an atomic batch job one per command (checked in check_batches).
+        doubled_jobs = conn.execute(text("""
+            SELECT e.job_id::text, count(*) FROM journal_entries e JOIN jobs j ON j.id = e.job_id
+             WHERE j.type <> 'batch' GROUP BY e.job_id HAVING count(*) > 1""")).all()
         balances = {w: c for w, c in conn.execute(text(
             "SELECT id::text, balance FROM wallets WHERE tenant_id = :t"), {"t": TENANT})}
         negative = conn.execute(text("SELECT count(*) FROM wallets WHERE balance < 0")).scalar()
 
-    # Accepted, final, lost, doubled: the commands of this scenario.
+    # Accepted, final, lost, doubled: the commands of this scenario (the batches' jobs: check_batches).
     for c in mine:
+        if c.kind == "batch":
+            continue
         if c.unexpected:
             res.violations.append(f"{c.kind} {c.key}: unexpected answer {c.unexpected}")
         if c.gave_up:
@@ -691,6 +910,9 @@ def check(workload: Workload, scenario: Scenario, recovery: float | None, state:
             else:
                 res.bad_failures += 1
                 res.violations.append(f"{c.kind} job {row.job_id} failed {code} (attempts {row.attempts})")
+    with engine().connect() as conn:
+        batch_db = batch_facts(conn, [c for c in everything if c.kind == "batch"])
+        check_batches(conn, workload, [c for c in mine if c.kind == "batch"], batch_db, res)
     if res.lost:
         res.violations.append(f"{res.lost} accepted jobs not final")
     if doubled_jobs:
@@ -716,6 +938,21 @@ def check(workload: Workload, scenario: Scenario, recovery: float | None, state:
             expected[c.wallet] -= c.amount
             if c.to_wallet:
                 expected[c.to_wallet] += c.amount
+    for c in everything:  # a batch's commands: each one whose job succeeded, or all of an atomic one that did
+        facts = batch_db.get(c.key)
+        if facts is None:
+            continue
+        for index, item in enumerate(c.items):
+            job = facts.jobs[0] if c.atomic else facts.jobs_by_index.get(index)
+            if job is None or job["status"] != "succeeded":
+                continue
+            if item.kind == "fund":
+                expected[item.wallet] += item.amount
+            elif item.kind == "withdraw":
+                expected[item.wallet] -= item.amount
+            else:
+                expected[item.wallet] -= item.amount
+                expected[item.to_wallet] += item.amount
     wrong = [(w, money(expected[w]), str(balances.get(w))) for w in workload.wallets
              if cents(str(balances.get(w, "0"))) != expected[w]]
     if wrong:
@@ -732,6 +969,169 @@ def check(workload: Workload, scenario: Scenario, recovery: float | None, state:
         if out.returncode != 0:
             res.violations.append(f"`{what}` exited {out.returncode}: {(out.stdout + out.stderr)[-600:]}")
     return res
+
+
+@dataclass
+class BatchFacts:
+    """What the database holds for one batch command's key."""
+
+    batch_id: str
+    atomic: bool | None  # None: the batches row is missing
+    size: int | None
+    jobs: list[dict]  # in batch_index order
+
+    @property
+    def jobs_by_index(self) -> dict[int, dict]:
+        return {j["batch_index"]: j for j in self.jobs}
+
+
+def batch_facts(conn, cmds: list[Command]) -> dict[str, BatchFacts]:
+    """The batch each key names in the database, with its jobs, by key."""
+    from sqlalchemy import text
+
+    if not cmds:
+        return {}
+    keys = {row.key: row.batch_id for row in conn.execute(text("""
+        SELECT key, batch_id::text AS batch_id FROM idempotency_keys
+         WHERE tenant_id = :tenant AND key = ANY(:keys) AND batch_id IS NOT NULL"""),
+        {"tenant": TENANT, "keys": [c.key for c in cmds]})}
+    ids = list(keys.values())
+    rows = {r.id: r for r in conn.execute(text(
+        "SELECT id::text AS id, atomic, size FROM batches WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids})}
+    jobs: dict[str, list[dict]] = defaultdict(list)
+    for j in conn.execute(text("""
+            SELECT id::text AS id, batch_id::text AS batch_id, batch_index, type, status, error, result, payload,
+                   attempts, lost_deliveries
+              FROM jobs WHERE batch_id = ANY(CAST(:ids AS uuid[])) ORDER BY batch_id, batch_index"""),
+            {"ids": ids}).mappings():
+        jobs[j["batch_id"]].append(dict(j))
+    return {key: BatchFacts(batch_id, rows[batch_id].atomic if batch_id in rows else None,
+                            rows[batch_id].size if batch_id in rows else None, jobs.get(batch_id, []))
+            for key, batch_id in keys.items()}
+
+
+def check_batches(conn, workload: Workload, cmds: list[Command], db: dict[str, BatchFacts], res: Result) -> None:
+    """The bulk submissions of this scenario: each batch as its answer said, each job final and applied
+    exactly once (atomic: every command or none), the batch resource's counts its jobs', events carrying
+    the batch id (outbox payload and history rows)."""
+    from sqlalchemy import text
+
+    def violation(c: Command, what: str) -> None:
+        res.violations.append(f"batch {sorted(c.job_ids)[0] if c.job_ids else None} (key {c.key}): {what}")
+
+    answered = [c for c in cmds if c.job_ids]
+    job_ids = [j["id"] for c in answered if c.key in db for j in db[c.key].jobs]
+    entries = {r.job_id: (r.n, list(r.items)) for r in conn.execute(text("""
+        SELECT job_id::text AS job_id, count(*) AS n, array_agg(item ORDER BY item) AS items FROM journal_entries
+         WHERE job_id = ANY(CAST(:ids AS uuid[])) GROUP BY job_id"""), {"ids": job_ids})}
+    postings = dict(conn.execute(text("""
+        SELECT job_id::text, count(*) FROM postings WHERE job_id = ANY(CAST(:ids AS uuid[])) GROUP BY job_id"""),
+        {"ids": job_ids}).all())
+    outbox: dict[str, dict] = defaultdict(dict)  # job id -> {batch_id in the payload: events}
+    for job_id, batch_id, n in conn.execute(text("""
+            SELECT payload->>'job_id', payload->>'batch_id', count(*) FROM outbox
+             WHERE payload->>'job_id' = ANY(:ids) GROUP BY 1, 2"""), {"ids": job_ids}):
+        outbox[job_id][batch_id] = n
+    history: dict[str, dict] = defaultdict(dict)  # job id -> {batch_id of the history rows: rows}
+    for job_id, batch_id, n in conn.execute(text("""
+            SELECT e.job_id::text, h.batch_id::text, count(*) FROM history_events h
+              JOIN journal_entries e ON e.id = h.transaction_id
+             WHERE e.job_id = ANY(CAST(:ids AS uuid[])) GROUP BY 1, 2"""), {"ids": job_ids}):
+        history[job_id][batch_id] = n
+
+    for c in cmds:
+        if c.unexpected:
+            violation(c, f"unexpected answer {c.unexpected}")
+        if c.gave_up:
+            res.gave_up += 1
+        if not c.job_ids:
+            continue
+        res.batches += 1
+        res.batch_commands += len(c.items)
+        res.max_retry_s = max(res.max_retry_s, c.retry_seconds)
+        facts = db.get(c.key)
+        if len(c.job_ids) > 1 or facts is None or facts.batch_id not in c.job_ids:
+            res.doubled += 1
+            violation(c, f"retries saw batches {sorted(c.job_ids)}, the key names {facts and facts.batch_id}")
+            if facts is None:
+                res.accepted += len(c.batch_job_ids or [])
+                res.lost += len(c.batch_job_ids or [])
+                continue
+        if facts.atomic is None:
+            violation(c, "its batches row is missing")
+        elif (facts.atomic, facts.size) != (c.atomic, len(c.items)):
+            violation(c, f"recorded as atomic={facts.atomic} size={facts.size}, sent {c.atomic} / {len(c.items)}")
+        db_ids = [j["id"] for j in facts.jobs]
+        if db_ids != c.batch_job_ids:
+            violation(c, f"the answer listed {len(c.batch_job_ids or [])} jobs, the database has {len(db_ids)} "
+                         f"(or another order)")
+        expected_indexes = [0] if c.atomic else list(range(len(c.items)))
+        if [j["batch_index"] for j in facts.jobs] != expected_indexes:
+            violation(c, f"job indexes {[j['batch_index'] for j in facts.jobs][:10]}…, expected {len(expected_indexes)}")
+
+        # The batch resource (GET /batches/{id}): complete, its counts those of its jobs.
+        resource = workload.get(f"/batches/{facts.batch_id}")
+        counts = dict.fromkeys(("queued", "running", "succeeded", "failed", "canceled"), 0)
+        for j in facts.jobs:
+            counts[j["status"]] += 1
+        if resource is None:
+            violation(c, "GET /batches/{id} did not answer")
+        elif (resource["status"], resource["counts"], resource["job_ids"], resource["size"], resource["atomic"]) != (
+                "completed", counts, db_ids, len(c.items), c.atomic):
+            violation(c, f"resource {resource['status']} {resource['counts']} size {resource['size']} "
+                         f"disagrees with its jobs {counts} (size {len(c.items)})")
+
+        for j in facts.jobs:
+            res.accepted += 1
+            res.batch_jobs_redelivered += j["lost_deliveries"] > 0
+            if j["status"] not in ("succeeded", "failed"):
+                res.lost += 1
+                violation(c, f"job {j['id']} is {j['status']}")
+                continue
+            res.final += 1
+            n_entries, items = entries.get(j["id"], (0, []))
+            n_postings = postings.get(j["id"], 0)
+            events = outbox.get(j["id"], {})
+            rows = history.get(j["id"], {})
+            size = len(c.items) if c.atomic else 1
+            if j["status"] == "succeeded":
+                if c.atomic:
+                    res.atomic_ok += 1
+                if (n_entries, items, n_postings) != (size, list(range(size)), 2 * size):
+                    res.doubled += n_entries > size
+                    violation(c, f"succeeded job {j['id']} has {n_entries} journal entries (items {items[:5]}) and "
+                                 f"{n_postings} postings, expected {size} and {2 * size}")
+                if events != {facts.batch_id: size}:
+                    violation(c, f"job {j['id']}: outbox events by batch_id {events}, expected {size} with the batch id")
+                if not rows or set(rows) != {facts.batch_id}:
+                    violation(c, f"job {j['id']}: history rows by batch_id {rows}, expected only the batch id")
+                if c.atomic and len((j["result"] or {}).get("transactions", [])) != size:
+                    violation(c, f"atomic job {j['id']} result lists "
+                                 f"{len((j['result'] or {}).get('transactions', []))} transactions, not {size}")
+                doomed = [i for i, item in enumerate(c.items) if item.must_fail]
+                if (doomed if c.atomic else c.items[j["batch_index"]].must_fail):
+                    violation(c, f"job {j['id']} succeeded with a command asking more than the bank holds")
+                continue
+            error = j["error"] or {}
+            code = error.get("code")
+            if n_entries or n_postings or events:
+                violation(c, f"failed job {j['id']} ({code}) left {n_entries} journal entries, {n_postings} "
+                             f"postings, {sum(events.values())} events")
+            if code not in BUSINESS_CODES:
+                res.bad_failures += 1
+                violation(c, f"job {j['id']} failed {code} (attempts {j['attempts']}, lost deliveries "
+                             f"{j['lost_deliveries']})")
+                continue
+            res.failed_business += 1
+            if c.atomic:
+                res.atomic_failed += 1
+                index = error.get("index")
+                doomed = [i for i, item in enumerate(c.items) if item.must_fail]
+                if not isinstance(index, int) or not 0 <= index < size or (doomed and index > doomed[0]):
+                    violation(c, f"atomic job {j['id']} failed {code} at index {index!r} "
+                                 f"(size {size}, first doomed command {doomed[:1]})")
+            else:
+                res.batch_jobs_failed += 1
 
 
 def _compact(faults: list[str]) -> list[str]:
@@ -763,6 +1163,7 @@ def run_scenario(stack: Stack, workload: Workload, faults: Faults, sc: Scenario,
             last[0] = text
             log(f"{sc.name}: {len(workload.of(sc.name))} commands; {text}")
 
+    aimed, hit = faults.aimed, faults.hit
     workload.start(sc.name)
     try:
         note("load")
@@ -786,6 +1187,7 @@ def run_scenario(stack: Stack, workload: Workload, faults: Faults, sc: Scenario,
     recovery, state = wait_quiescent(bound, note)
     note(f"{state}; checking")
     res = check(workload, sc, recovery, state, bound)
+    res.aimed, res.hit = faults.aimed - aimed, faults.hit - hit
     for name in stack.check_alive():
         res.violations.append(f"process {name} is not running (exit {stack.procs[name].returncode})")
     note("ok" if res.ok else f"{len(res.violations)} VIOLATIONS")
@@ -801,20 +1203,37 @@ def print_table(results: list[Result], header: str) -> str:
 
     table = Table(title=header)
     cols = ["scenario", "faults", "accepted", "final", "lost", "doubled", "failed (business)", "gave up",
-            "max client retry (s)", "recovery (s)", "result"]
+            "max client retry (s)", "recovery (s)", "batches (cmds)", "atomic ok/failed", "batch jobs failed",
+            "faults mid-chunk", "batch jobs redelivered", "result"]
     for c in cols:
-        table.add_column(c, justify="left" if c in ("scenario", "faults", "result") else "right")
+        table.add_column(c, justify="left" if c in ("scenario", "faults", "result") else "right",
+                         overflow="fold")
     rows = []
     for r in results:
         row = [r.scenario, r.faults, str(r.accepted), str(r.final), str(r.lost), str(r.doubled),
                str(r.failed_business), str(r.gave_up), f"{r.max_retry_s:.1f}",
-               "-" if r.recovery_s is None else f"{r.recovery_s:.1f}", "pass" if r.ok else "FAIL"]
+               "-" if r.recovery_s is None else f"{r.recovery_s:.1f}", f"{r.batches} ({r.batch_commands})",
+               f"{r.atomic_ok}/{r.atomic_failed}", str(r.batch_jobs_failed),
+               f"{r.hit}/{r.aimed}" if r.aimed else "-", str(r.batch_jobs_redelivered), "pass" if r.ok else "FAIL"]
         rows.append(row)
         table.add_row(*row, style=None if r.ok else "red")
-    Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200).print(table)
+    Console(file=sys.stdout, width=None if sys.stdout.isatty() else 260).print(table)
     md = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     md += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(md)
+
+
+def batch_load(profile: str, independent_rate: float | None, atomic_rate: float | None) -> BatchLoad:
+    """The batches among the clients' requests: lighter in the short profile."""
+    if profile == "short":
+        load = BatchLoad(independent_rate=0.4, independent_size=(10, 60), atomic_rate=0.5, burst=(2, 200))
+    else:
+        load = BatchLoad()
+    return BatchLoad(
+        independent_rate=load.independent_rate if independent_rate is None else independent_rate,
+        independent_size=load.independent_size,
+        atomic_rate=load.atomic_rate if atomic_rate is None else atomic_rate,
+        atomic_size=load.atomic_size, atomic_doomed=load.atomic_doomed, burst=load.burst)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -824,6 +1243,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", default=str(REPO / ".dev" / "chaos"))
     parser.add_argument("--threads", type=int, default=8, help="client threads")
     parser.add_argument("--rate", type=float, default=60.0, help="commands per second, all clients together")
+    parser.add_argument("--batch-rate", type=float, default=None,
+                        help="independent batches per second among those requests (full 0.6, short 0.4; 0: none)")
+    parser.add_argument("--atomic-rate", type=float, default=None,
+                        help="atomic batches per second among those requests (full 0.6, short 0.5; 0: none)")
     parser.add_argument("--kafka-pause", type=float, default=30.0, help="seconds the broker is stopped")
     parser.add_argument("--bound", type=float, default=90.0,
                         help="seconds after the load stops within which the system must be quiescent")
@@ -856,10 +1279,15 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, stop_on_signal)
     try:
         stack.start()
-        workload = Workload(stack.api_url, threads=args.threads, rate=args.rate, seed=rng.randrange(2**32))
+        load = batch_load(profile, args.batch_rate, args.atomic_rate)
+        workload = Workload(stack.api_url, threads=args.threads, rate=args.rate, seed=rng.randrange(2**32),
+                            batches=load)
         workload.setup()
-        log(f"{WALLETS} wallets funded with {money(INITIAL_CENTS)} each")
-        faults = Faults(stack, rng, args.kafka_pause)
+        log(f"{WALLETS} wallets funded with {money(INITIAL_CENTS)} each; batches per second: "
+            f"{load.independent_rate} independent ({load.independent_size[0]}-{load.independent_size[1]} commands), "
+            f"{load.atomic_rate} atomic ({load.atomic_size[0]}-{load.atomic_size[1]})")
+        bursting = load.independent_rate > 0 or load.atomic_rate > 0
+        faults = Faults(stack, rng, args.kafka_pause, burst=workload.burst if bursting else None)
         for sc in plan:
             results.append(run_scenario(stack, workload, faults, sc, args.bound))
     finally:
@@ -872,8 +1300,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB)")
     md = print_table(results, header)
     for r in results:
-        for v in r.violations:
+        for v in r.violations[:60]:
             print(f"VIOLATION [{r.scenario}] {v}")
+        if len(r.violations) > 60:  # a broken batch path yields one per job; --json keeps them all
+            print(f"VIOLATION [{r.scenario}] … and {len(r.violations) - 60} more")
     if args.markdown:
         Path(args.markdown).write_text(f"{header}\n\n{md}\n")
     if args.json:
