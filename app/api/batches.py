@@ -144,7 +144,7 @@ def get_batch(batch_id: str):
 def list_batch_jobs(batch_id: str):
     args = query_args(BatchJobsQuerySchema)
     batch_id = _batch_id(batch_id)
-    if bulk.get_batch(batch_id, current_tenant()) is None:
+    if not bulk.exists(batch_id, current_tenant()):
         raise ApiError("BATCH_NOT_FOUND", f"batch {batch_id} does not exist")
     try:
         page = bulk.batch_jobs(batch_id, current_tenant(), args["status"], args["limit"], args["cursor"])

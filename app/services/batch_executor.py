@@ -54,13 +54,9 @@ def atomic_commands(job: ClaimedJob) -> list:
             for c in job.payload["commands"]]
 
 
-def _wallet_ids(jobs: list[ClaimedJob]) -> list[str]:
-    ids = set()
-    for job in jobs:
-        cmds = atomic_commands(job) if job.type == batches.BATCH else [commands.from_payload(job.type, job.payload)]
-        for command in cmds:
-            ids.update(batches.wallet_ids(command))
-    return sorted(ids)
+def _commands(job: ClaimedJob) -> list:
+    """The job's command(s): an atomic batch's in order, or the one of a job of its own."""
+    return atomic_commands(job) if job.type == batches.BATCH else [commands.from_payload(job.type, job.payload)]
 
 
 def _error(error: BusinessRuleViolation) -> dict:
@@ -82,20 +78,22 @@ def _record(chunk: _Chunk, job: ClaimedJob, entry, item: int | None, now: dateti
 
 def _plan(jobs: list[ClaimedJob], store: WalletStore, now: datetime) -> _Chunk:
     """Every job's command(s) against the wallets as read (and locked) now, in batch order."""
-    wallets = store.load_wallets(_wallet_ids(jobs), lock=True)
+    planned_commands = {job.id: _commands(job) for job in jobs}
+    wallet_ids = {w for cmds in planned_commands.values() for command in cmds for w in batches.wallet_ids(command)}
+    wallets = store.load_wallets(sorted(wallet_ids), lock=True)
     chunk = _Chunk(read_versions={w.id: w.version for w in wallets.values()})
     today = now.date()
     for job in jobs:
         if job.type == batches.BATCH:
             try:
-                entries = batches.plan_atomic(wallets, atomic_commands(job), today)
+                entries = batches.plan_atomic(wallets, planned_commands[job.id], today)
             except batches.ItemRejected as rejected:
                 chunk.outcomes.append({"id": job.id, "status": "failed", "result": None, "error": _error(rejected)})
                 continue
             result = {"transactions": [_record(chunk, job, entry, item, now) for item, entry in enumerate(entries)]}
             chunk.outcomes.append({"id": job.id, "status": "succeeded", "result": result, "error": None})
             continue
-        (planned,) = batches.plan(wallets, [commands.from_payload(job.type, job.payload)], today)
+        (planned,) = batches.plan(wallets, planned_commands[job.id], today)
         if planned.error is not None:
             chunk.outcomes.append({"id": job.id, "status": "failed", "result": None, "error": _error(planned.error)})
         else:

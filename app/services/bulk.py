@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from app.adapters import command_queue
 from app.adapters.db import engine, run_sql
 from app.domain import batches
-from app.domain.commands import FINAL_STATUSES, to_payload
+from app.domain.commands import to_payload
 from app.domain.errors import IdempotencyKeyReused
 from app.observability import metrics
 from app.services.queries import JOB_COLUMNS, InvalidCursor, decode_cursor, encode_cursor
@@ -161,4 +161,12 @@ def batch_jobs(batch_id: str, tenant_id: str | None, status: str | None, limit: 
 
 
 def is_completed(batch: dict) -> bool:
-    return all(batch["counts"][s] == 0 for s in _STATUSES if s not in FINAL_STATUSES)
+    return batch["status"] == "completed"
+
+
+def exists(batch_id: str, tenant_id: str | None) -> bool:
+    """Whether the tenant has this batch (one index lookup, without reading its jobs)."""
+    with engine().connect() as conn:
+        return run_sql(conn, "SELECT 1 FROM batches b WHERE b.id = CAST(:id AS uuid)"
+                       + ("" if tenant_id is None else " AND b.tenant_id = :tenant"),
+                       {"id": batch_id, "tenant": tenant_id}).first() is not None
