@@ -1,14 +1,13 @@
 """Reads of the history read model, newest first, with keyset cursors."""
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from sqlalchemy import text
 
 from app.adapters.db import engine
 from app.domain.money import format_amount
-from app.services.queries import InvalidCursor, decode_cursor, encode_cursor
+from app.services import cursors
 from app.services.views import timestamp
 
 _COLUMNS = ("event_id::text, event_type, wallet_id::text, user_id, currency, amount, balance_after, wallet_version,"
@@ -59,7 +58,7 @@ def _page(sql: str, params: dict, limit: int, cursor_of) -> dict:
     with engine().connect() as conn:
         rows = conn.execute(text(sql), {**params, "limit": limit + 1}).mappings().all()
     items = rows[:limit]
-    next_cursor = encode_cursor(cursor_of(items[-1])) if len(rows) > limit else None
+    next_cursor = cursor_of(items[-1]) if len(rows) > limit else None
     return {"items": [event_view(r) for r in items], "next_cursor": next_cursor}
 
 
@@ -69,18 +68,14 @@ def wallet_history(wallet_id: str, *, limit: int, cursor: str | None, types: lis
     params: dict = {}
     after = ""
     if cursor:
-        c = decode_cursor(cursor, "v", "e")
-        if not isinstance(c["v"], int) or not _is_uuid(c["e"]):
-            raise InvalidCursor("malformed cursor")
+        version, event_id = cursors.WALLET_HISTORY.decode(cursor)
         after = " AND (wallet_version, event_id) < (:c_v, CAST(:c_e AS uuid))"
-        params.update(c_v=c["v"], c_e=c["e"])
-    if not _is_uuid(wallet_id):
-        return {"items": [], "next_cursor": None}  # never a wallet: reads like an unknown one
+        params.update(c_v=version, c_e=event_id)
     params["wallet"] = wallet_id
     sql = (f"SELECT {_COLUMNS} FROM history_events WHERE wallet_id = CAST(:wallet AS uuid)"
            + _filters(types, since, until, params, tenant_id) + after
            + " ORDER BY wallet_version DESC, event_id DESC LIMIT :limit")
-    return _page(sql, params, limit, lambda r: {"v": r["wallet_version"], "e": r["event_id"]})
+    return _page(sql, params, limit, lambda r: cursors.WALLET_HISTORY.encode(r["wallet_version"], r["event_id"]))
 
 
 def user_activity(user_id: str, *, limit: int, cursor: str | None, types: list[str] | None = None,
@@ -93,25 +88,12 @@ def user_activity(user_id: str, *, limit: int, cursor: str | None, types: list[s
     params: dict = {"user": user_id}
     after = ""
     if cursor:
-        c = decode_cursor(cursor, "t", "e", "w")
-        if not isinstance(c["t"], str) or not _is_uuid(c["e"]) or not _is_uuid(c["w"]):
-            raise InvalidCursor("malformed cursor")
-        try:
-            params["c_t"] = datetime.fromisoformat(c["t"])
-        except ValueError as e:
-            raise InvalidCursor("malformed cursor") from e
+        occurred_at, event_id, wallet_id = cursors.USER_ACTIVITY.decode(cursor)
         after = " AND (occurred_at, event_id, wallet_id) < (:c_t, CAST(:c_e AS uuid), CAST(:c_w AS uuid))"
-        params.update(c_e=c["e"], c_w=c["w"])
+        params.update(c_t=occurred_at, c_e=event_id, c_w=wallet_id)
     sql = (f"SELECT {_COLUMNS} FROM history_events WHERE user_id = :user"
            + _filters(types, since, until, params, tenant_id) + after
            + " ORDER BY occurred_at DESC, event_id DESC, wallet_id DESC LIMIT :limit")
     return _page(sql, params, limit,
-                 lambda r: {"t": r["occurred_at"].isoformat(), "e": r["event_id"], "w": r["wallet_id"]})
+                 lambda r: cursors.USER_ACTIVITY.encode(r["occurred_at"], r["event_id"], r["wallet_id"]))
 
-
-def _is_uuid(value) -> bool:
-    try:
-        uuid.UUID(str(value))
-        return True
-    except ValueError:
-        return False

@@ -23,7 +23,8 @@ from app.domain import batches
 from app.domain.commands import to_payload
 from app.domain.errors import IdempotencyKeyReused
 from app.observability import metrics
-from app.services.queries import JOB_COLUMNS, InvalidCursor, decode_cursor, encode_cursor
+from app.services import cursors
+from app.services.queries import JOB_COLUMNS
 from app.services.views import job_view, timestamp
 
 log = logging.getLogger(__name__)
@@ -144,9 +145,7 @@ def get_batch(batch_id: str, tenant_id: str | None, conn=None) -> dict | None:
 
 def batch_jobs(batch_id: str, tenant_id: str | None, status: str | None, limit: int, cursor: str | None) -> dict:
     """The batch's jobs as job resources, in command order, `limit` at a time."""
-    after = -1 if cursor is None else decode_cursor(cursor, "i")["i"]
-    if not isinstance(after, int):
-        raise InvalidCursor("malformed cursor")
+    (after,) = (-1,) if cursor is None else cursors.BATCH_JOBS.decode(cursor)
     with engine().connect() as conn:
         rows = run_sql(conn, f"""
             SELECT {JOB_COLUMNS}, j.batch_index FROM jobs j
@@ -156,7 +155,7 @@ def batch_jobs(batch_id: str, tenant_id: str | None, status: str | None, limit: 
              ORDER BY j.batch_index LIMIT :n
         """, {"id": batch_id, "after": after, "status": status, "tenant": tenant_id, "n": limit + 1}).mappings().all()
     items = rows[:limit]
-    next_cursor = encode_cursor({"i": items[-1]["batch_index"]}) if len(rows) > limit else None
+    next_cursor = cursors.BATCH_JOBS.encode(items[-1]["batch_index"]) if len(rows) > limit else None
     return {"items": [job_view(r) for r in items], "next_cursor": next_cursor}
 
 

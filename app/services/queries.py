@@ -1,8 +1,6 @@
 """Read side of the wallet API: plain SQL straight to views (no domain needed)."""
 from __future__ import annotations
 
-import base64
-import json
 import os
 
 from sqlalchemy import text
@@ -10,28 +8,11 @@ from sqlalchemy import text
 from app.adapters.db import engine
 from app.adapters.store import WALLET_VIEW_COLUMNS
 from app.domain.money import format_amount
+from app.services import cursors
 from app.services.views import hold_view, job_view, timestamp, transaction_view, wallet_view
 
 JOB_COLUMNS = ("j.id, j.tenant_id, j.type, j.status, j.attempts, j.result, j.error, j.request_id, "
                "j.created_at, j.updated_at, j.completed_at")
-
-
-class InvalidCursor(ValueError):
-    """A cursor that this service did not issue."""
-
-
-def encode_cursor(values: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, *keys: str) -> dict:
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(values, dict) or set(values) != set(keys):
-            raise ValueError
-        return values
-    except ValueError as exc:
-        raise InvalidCursor("malformed cursor") from exc
 
 
 def _tenant_clause(alias: str, tenant_id: str | None) -> str:
@@ -81,9 +62,9 @@ def list_user_wallets(user_id: str, tenant_id: str | None, limit: int, cursor: s
     params = {"user": user_id, "tenant": tenant_id, "limit": limit + 1}
     after = ""
     if cursor:
-        c = decode_cursor(cursor, "created_at", "id")
-        after = " AND (w.created_at, w.id) < (CAST(:c_created AS timestamptz), CAST(:c_id AS uuid))"
-        params.update(c_created=c["created_at"], c_id=c["id"])
+        created_at, wallet_id = cursors.USER_WALLETS.decode(cursor)
+        after = " AND (w.created_at, w.id) < (:c_created, CAST(:c_id AS uuid))"
+        params.update(c_created=created_at, c_id=wallet_id)
     with engine().connect() as conn:
         rows = conn.execute(text(
             f"SELECT {WALLET_VIEW_COLUMNS} FROM wallets w WHERE w.user_id = :user" + _tenant_clause("w", tenant_id)
@@ -91,7 +72,7 @@ def list_user_wallets(user_id: str, tenant_id: str | None, limit: int, cursor: s
     items, next_cursor = rows[:limit], None
     if len(rows) > limit:
         last = items[-1]
-        next_cursor = encode_cursor({"created_at": last["created_at"].isoformat(), "id": str(last["id"])})
+        next_cursor = cursors.USER_WALLETS.encode(last["created_at"], last["id"])
     return {"items": [wallet_view(r) for r in items], "next_cursor": next_cursor}
 
 
@@ -100,9 +81,7 @@ def list_transactions(wallet_id: str, limit: int, cursor: str | None) -> dict:
     params = {"wallet": wallet_id, "limit": limit + 1}
     after = ""
     if cursor:
-        version = decode_cursor(cursor, "v")["v"]
-        if not isinstance(version, int):
-            raise InvalidCursor("malformed cursor")
+        (version,) = cursors.TRANSACTIONS.decode(cursor)
         after = " AND p.wallet_version < :version"
         params["version"] = version
     with engine().connect() as conn:
@@ -112,7 +91,7 @@ def list_transactions(wallet_id: str, limit: int, cursor: str | None) -> dict:
             + " ORDER BY p.wallet_version DESC LIMIT :limit"), params).mappings().all()
     items, next_cursor = rows[:limit], None
     if len(rows) > limit:
-        next_cursor = encode_cursor({"v": items[-1]["wallet_version"]})
+        next_cursor = cursors.TRANSACTIONS.encode(items[-1]["wallet_version"])
     return {"items": [transaction_view(r) for r in items], "next_cursor": next_cursor}
 
 
