@@ -1,22 +1,25 @@
 """The History API (Flask, `create_app`): wallet history and user activity from the read model."""
 from __future__ import annotations
 
+import re
+import uuid
 from datetime import datetime
 
 from flask import Blueprint, Flask, jsonify, request
 
 from app.api import context
 from app.api.base import build_app
-from app.api.problems import validation_failed
+from app.api.problems import ApiError, validation_failed
+from app.api.resources import user_id_in_path
 from app.services import readiness
-from app.services.queries import InvalidCursor
+from app.services import cursors
 from history import operations, queries
 from history.projector import KNOWN_TYPES
 
 bp = Blueprint("history", __name__)
 
 
-def _list_args() -> dict:
+def _list_args(cursor_format: cursors.CursorFormat) -> dict:
     """limit, cursor, type, from, to from the query string; every malformed one is a 422."""
     args, errors = request.args, {}
     limit = 50
@@ -28,8 +31,8 @@ def _list_args() -> dict:
         except ValueError:
             errors["limit"] = ["must be an integer from 1 to 500"]
     cursor = args.get("cursor")
-    if cursor is not None and not 1 <= len(cursor) <= 500:
-        errors["cursor"] = ["malformed cursor"]
+    if cursor is not None and not re.fullmatch(cursor_format.pattern, cursor):
+        errors["cursor"] = [cursors.MALFORMED]
     types = [t.strip() for value in args.getlist("type") for t in value.split(",") if t.strip()] or None
     unknown = sorted(set(types or ()) - KNOWN_TYPES)
     if unknown:
@@ -51,23 +54,25 @@ def _list_args() -> dict:
     return {"limit": limit, "cursor": cursor, "types": types, "since": bounds.get("from"), "until": bounds.get("to")}
 
 
-def _page(read, key: str):
+def _page(read, key: str, cursor_format: cursors.CursorFormat):
     # Another tenant's wallet or user reads like an unknown one: 200 with no items.
-    try:
-        return jsonify(read(key, **_list_args(), tenant_id=context.current_tenant()))
-    except InvalidCursor as e:
-        raise validation_failed({"cursor": [str(e)]}, "the query string is not valid") from e
+    return jsonify(read(key, **_list_args(cursor_format), tenant_id=context.current_tenant()))
 
 
 @bp.get("/wallets/<wallet_id>/history")
 def wallet_history(wallet_id: str):
     # An unknown wallet is 200 with no items: the read model may lag behind the wallet's creation.
-    return _page(queries.wallet_history, wallet_id)
+    # A wallet id that is not a UUID can never name a wallet: 404, as on the Wallet API.
+    try:
+        wallet_id = str(uuid.UUID(wallet_id))
+    except ValueError:
+        raise ApiError("WALLET_NOT_FOUND", f"wallet {wallet_id} does not exist") from None
+    return _page(queries.wallet_history, wallet_id, cursors.WALLET_HISTORY)
 
 
 @bp.get("/users/<user_id>/activity")
 def user_activity(user_id: str):
-    return _page(queries.user_activity, user_id)
+    return _page(queries.user_activity, user_id_in_path(user_id), cursors.USER_ACTIVITY)
 
 
 @bp.get("/health")

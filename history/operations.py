@@ -6,6 +6,8 @@ from marshmallow import Schema, fields, validate
 from app.api.docs_schemas import HealthOut, ReadyOut
 from app.api.docs_schemas import money as money_field
 from app.api.openapi import Operation
+from app.api.schemas import cursor_field
+from app.services import cursors
 from history.projector import KNOWN_TYPES
 
 TITLE = "Wallet History API"
@@ -14,11 +16,18 @@ DESCRIPTION = "The event-sourced history of wallets and users, read from the pro
 
 class HistoryQuery(Schema):
     limit = fields.Integer(validate=validate.Range(1, 500), metadata={"default": 50})
-    cursor = fields.String(validate=validate.Length(1, 500))
     type = fields.String(validate=validate.OneOf(sorted(KNOWN_TYPES)),
                          metadata={"description": "only events of this type (comma-separated list accepted)"})
     from_ = fields.AwareDateTime(data_key="from", format="iso")
     to = fields.AwareDateTime(format="iso")
+
+
+class WalletHistoryQuery(HistoryQuery):
+    cursor = cursor_field(cursors.WALLET_HISTORY)
+
+
+class UserActivityQuery(HistoryQuery):
+    cursor = cursor_field(cursors.USER_ACTIVITY)
 
 
 class HistoryEvent(Schema):
@@ -51,8 +60,8 @@ OPERATIONS: dict[str, Operation] = {
                                tags=("operations",),
                                other_json_responses=((503, "Not ready: `down` names what stops the read model"),)),
     "history.wallet_history": Operation("A wallet's events, newest first by wallet version", response=HistoryPage,
-                                        query=HistoryQuery),
+                                        query=WalletHistoryQuery),
     "history.user_activity": Operation("A user's events across their wallets, newest first", response=HistoryPage,
-                                       query=HistoryQuery),
+                                       query=UserActivityQuery),
     "metrics.metrics_endpoint": Operation("Prometheus metrics (admin key)", tags=("operations",), text="text/plain"),
 }

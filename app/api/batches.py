@@ -43,7 +43,8 @@ def _items(raw: list) -> list[tuple[str, object]]:
     errors: dict = {}
     bodies: list = []
     for index, item in enumerate(raw):
-        schema = BATCH_ITEM_SCHEMAS.get(item.get("type")) if isinstance(item, dict) else None
+        kind = item.get("type") if isinstance(item, dict) else None
+        schema = BATCH_ITEM_SCHEMAS.get(kind) if isinstance(kind, str) else None
         if schema is None:
             errors[f"commands.{index}.type"] = ["must be one of: fund, withdraw, transfer"]
             continue
@@ -146,8 +147,4 @@ def list_batch_jobs(batch_id: str):
     batch_id = _batch_id(batch_id)
     if not bulk.exists(batch_id, current_tenant()):
         raise ApiError("BATCH_NOT_FOUND", f"batch {batch_id} does not exist")
-    try:
-        page = bulk.batch_jobs(batch_id, current_tenant(), args["status"], args["limit"], args["cursor"])
-    except queries.InvalidCursor:
-        raise validation_failed({"cursor": ["not a cursor this API issued"]}) from None
-    return jsonify(page)
+    return jsonify(bulk.batch_jobs(batch_id, current_tenant(), args.get("status"), args["limit"], args.get("cursor")))

@@ -33,12 +33,16 @@ COMMAND_HEADERS = [
     {"name": "Idempotency-Key", "in": "header", "required": False,
      "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
      "description": "Same key and body return the same job; the command runs at most once."},
-    {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^wait=[0-9]{1,2}$"},
-     "description": "wait=N (N ≤ 30): wait for the job to be final and answer 200 with it."},
+    # RFC 7240: a server ignores the preferences it does not know, so any value is accepted.
+    {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "`wait=N`: wait up to N seconds (N above 30 counts as 30) for the job to be final and answer "
+                    "200 with it (`Preference-Applied` says so). Other preferences are ignored."},
 ]
-REQUEST_ID_HEADER = {"name": "X-Request-ID", "in": "header", "required": False,
-                     "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$"},
-                     "description": "Carried through the job, ledger, events and history; generated when absent."}
+# Any value is accepted: 1–200 visible ASCII characters are kept, anything else is replaced (as a proxy would).
+REQUEST_ID_HEADER = {"name": "X-Request-ID", "in": "header", "required": False, "schema": {"type": "string"},
+                     "description": "Carried through the job, ledger, events and history and echoed in the response. "
+                                    "A value that is not 1–200 visible ASCII characters (0x21–0x7E), or none, is "
+                                    "replaced by a generated id."}
 
 ERROR_DESCRIPTIONS = {
     400: "Malformed JSON", 401: "Missing or unknown API key", 403: "The key lacks the scope",

@@ -8,7 +8,7 @@ from flask import request
 
 from app.api.context import current_tenant
 from app.api.problems import ApiError, validation_failed
-from app.api.schemas import PageQuerySchema, load
+from app.api.schemas import PRINTABLE, load
 from app.domain.errors import InvalidAmount
 from app.domain.money import parse_amount
 from app.services import queries
@@ -20,6 +20,13 @@ def _is_uuid(value: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def user_id_in_path(user_id: str) -> str:
+    """A user id named in a path: what a wallet's user_id can be, or 422 (no such user can exist)."""
+    if not 1 <= len(user_id) <= 100 or not PRINTABLE.fullmatch(user_id):
+        raise validation_failed({"user_id": ["must be 1-100 printable ASCII characters"]}, "the path is not valid")
+    return user_id
 
 
 def _require(kind: str, value: str, lookup) -> dict:
@@ -64,10 +71,6 @@ def amount_in(currency: str, value: str | None, field: str = "amount") -> Decima
         return parse_amount(value, currency)
     except InvalidAmount as e:
         raise validation_failed({field: [e.message]}) from e
-
-
-def page_args() -> dict:
-    return load(PageQuerySchema, request.args.to_dict())
 
 
 def query_args(schema_class) -> dict:

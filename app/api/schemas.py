@@ -7,22 +7,30 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from app.domain.errors import InvalidAmount
 from app.domain.holds import DEFAULT_EXPIRES_IN_SECONDS, MAX_EXPIRES_IN_SECONDS
-from app.domain.money import SUPPORTED_CURRENCIES, parse_amount
+from app.domain.money import CURRENCY_EXPONENTS, SUPPORTED_CURRENCIES, parse_amount
+from app.services import cursors
 
-_PRINTABLE = re.compile(r"[\x20-\x7e]+")
+PRINTABLE = re.compile(r"[\x20-\x7e]+")
 PRINTABLE_PATTERN = "^[\\x20-\\x7e]+$"  # the same rule, for the OpenAPI document
 
 
 def printable(value: str) -> None:
-    if not _PRINTABLE.fullmatch(value):
+    if not PRINTABLE.fullmatch(value):
         raise ValidationError("must contain printable ASCII characters only")
+
+
+MAX_DECIMALS = max(CURRENCY_EXPONENTS.values())
+# Exactly what `Amount` accepts: > 0, at most 15 integer digits besides leading zeros, at most MAX_DECIMALS
+# decimals (the wallet's currency may allow fewer: that is checked once the wallet is known).
+_BELOW_ONE = "|".join(f"0{{{k}}}[1-9][0-9]{{0,{MAX_DECIMALS - 1 - k}}}" for k in range(MAX_DECIMALS))
+AMOUNT_PATTERN = f"^(0*[1-9][0-9]{{0,14}}(\\.[0-9]{{1,{MAX_DECIMALS}}})?|0+\\.({_BELOW_ONE}))$"
 
 
 class Amount(fields.Field):
     """A positive amount sent as a plain decimal string (never a JSON number)."""
 
     def __init__(self, **kwargs):
-        metadata = {"type": "string", "pattern": "^[0-9]{1,15}(\\.[0-9]{1,3})?$", "example": "10.00",
+        metadata = {"type": "string", "pattern": AMOUNT_PATTERN, "example": "10.00",
                     "description": "a positive decimal string with at most the currency's minor-unit digits",
                     **kwargs.pop("metadata", {})}
         super().__init__(metadata=metadata, **kwargs)
@@ -32,6 +40,8 @@ class Amount(fields.Field):
             parse_amount(value)  # the currency's precision is checked once the wallet is known
         except InvalidAmount as e:
             raise ValidationError(e.message) from e
+        if not re.fullmatch(AMOUNT_PATTERN, value):
+            raise ValidationError(f"must have at most {MAX_DECIMALS} decimal places")
         return value
 
     def _serialize(self, value, attr, obj, **kwargs):
@@ -61,9 +71,22 @@ class TransferSchema(Schema):
     reference = Reference()
 
 
+def cursor_field(cursor_format: cursors.CursorFormat) -> fields.String:
+    """An optional `cursor` of one list: its pattern is the whole rule (app/services/cursors.py)."""
+    return fields.String(validate=validate.Regexp(cursor_format.pattern, error=cursors.MALFORMED),
+                         metadata={"description": "next_cursor of the previous page (opaque)"})
+
+
 class PageQuerySchema(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500), strict=False)
-    cursor = fields.String(load_default=None, validate=validate.Length(1, 500))
+
+
+class UserWalletsQuerySchema(PageQuerySchema):
+    cursor = cursor_field(cursors.USER_WALLETS)
+
+
+class TransactionsQuerySchema(PageQuerySchema):
+    cursor = cursor_field(cursors.TRANSACTIONS)
 
 
 _INSTANCES: dict[type[Schema], Schema] = {}
@@ -110,14 +133,18 @@ class BatchTransferSchema(TransferSchema):
 BATCH_ITEM_SCHEMAS = {"fund": BatchFundSchema, "withdraw": BatchWithdrawSchema, "transfer": BatchTransferSchema}
 
 
-class BatchItemSchema(Schema):
-    """The OpenAPI shape of a batch item (each is validated by its type's schema)."""
+def _batch_item_doc(command_type: str, **fields_of_type: dict) -> dict:
+    """The OpenAPI shape of one kind of batch item: its command's body plus `type` and `wallet_id`."""
+    properties = {"type": {"type": "string", "enum": [command_type]}, "wallet_id": {"type": "string", "format": "uuid"},
+                  **fields_of_type,
+                  "amount": {"type": "string", "pattern": AMOUNT_PATTERN, "example": "10.00"},
+                  "reference": {"type": "string", "maxLength": 255, "nullable": True}}
+    return {"type": "object", "properties": properties, "additionalProperties": False,
+            "required": ["type", "wallet_id", *fields_of_type, "amount"]}
 
-    type = fields.String(required=True, validate=validate.OneOf(_BATCH_TYPES))
-    wallet_id = fields.UUID(required=True)
-    to_wallet_id = fields.UUID(metadata={"description": "transfer only: the destination wallet"})
-    amount = Amount(required=True)
-    reference = Reference()
+
+BATCH_ITEM_DOCS = [_batch_item_doc("fund"), _batch_item_doc("withdraw"),
+                   _batch_item_doc("transfer", to_wallet_id={"type": "string", "format": "uuid"})]
 
 
 class BatchSchema(Schema):
@@ -129,12 +156,14 @@ class BatchSchema(Schema):
 class BatchBodySchema(BatchSchema):
     """The OpenAPI shape of POST /batches (the route validates each item by its type)."""
 
-    commands = fields.List(fields.Nested(BatchItemSchema), required=True, validate=validate.Length(1, 1000),
+    commands = fields.List(fields.Raw(metadata={"oneOf": BATCH_ITEM_DOCS}), required=True,
+                           validate=validate.Length(1, 1000),
                            metadata={"description": "1–1000 fund / withdraw / transfer commands"})
 
 
 class BatchJobsQuerySchema(PageQuerySchema):
-    status = fields.String(load_default=None, validate=validate.OneOf(
+    cursor = cursor_field(cursors.BATCH_JOBS)
+    status = fields.String(validate=validate.OneOf(
         ["queued", "running", "succeeded", "failed", "canceled"]))
 
 
@@ -169,9 +198,9 @@ class LimitsSchema(Schema):
 
 
 class BalanceQuerySchema(Schema):
-    as_of = fields.AwareDateTime(load_default=None, format="iso")
+    as_of = fields.AwareDateTime(format="iso")
 
 
 class StatementQuerySchema(Schema):
-    from_ = fields.AwareDateTime(load_default=None, format="iso", data_key="from")
-    to = fields.AwareDateTime(load_default=None, format="iso")
+    from_ = fields.AwareDateTime(format="iso", data_key="from")
+    to = fields.AwareDateTime(format="iso")

@@ -9,9 +9,10 @@ from flask import Blueprint, jsonify
 from app.api.commands import accept
 from app.api.context import current_tenant, json_body
 from app.api.problems import validation_failed
-from app.api.resources import amount_in, page_args, query_args, require_wallet
+from app.api.resources import amount_in, query_args, require_wallet, user_id_in_path
 from app.api.schemas import (
-    BalanceQuerySchema, CreateWalletSchema, EmptySchema, FreezeSchema, LimitsSchema, StatementQuerySchema, load,
+    BalanceQuerySchema, CreateWalletSchema, EmptySchema, FreezeSchema, LimitsSchema, StatementQuerySchema,
+    TransactionsQuerySchema, UserWalletsQuerySchema, load,
 )
 from app.domain import commands
 from app.services import queries
@@ -34,21 +35,16 @@ def get_wallet(wallet_id: str):
 
 @bp.get("/users/<user_id>/wallets")
 def list_user_wallets(user_id: str):
-    args = page_args()
-    try:
-        return jsonify(queries.list_user_wallets(user_id, current_tenant(), args["limit"], args["cursor"]))
-    except queries.InvalidCursor as e:
-        raise validation_failed({"cursor": [str(e)]}) from e
+    args = query_args(UserWalletsQuerySchema)
+    return jsonify(queries.list_user_wallets(user_id_in_path(user_id), current_tenant(), args["limit"],
+                                             args.get("cursor")))
 
 
 @bp.get("/wallets/<wallet_id>/transactions")
 def list_transactions(wallet_id: str):
-    args = page_args()
+    args = query_args(TransactionsQuerySchema)
     require_wallet(wallet_id)
-    try:
-        return jsonify(queries.list_transactions(wallet_id, args["limit"], args["cursor"]))
-    except queries.InvalidCursor as e:
-        raise validation_failed({"cursor": [str(e)]}) from e
+    return jsonify(queries.list_transactions(wallet_id, args["limit"], args.get("cursor")))
 
 
 @bp.post("/wallets/<wallet_id>/freeze")
@@ -87,7 +83,7 @@ def set_limits(wallet_id: str):
 def balance(wallet_id: str):
     args = query_args(BalanceQuerySchema)
     wallet = require_wallet(wallet_id)
-    as_of = args["as_of"]
+    as_of = args.get("as_of")
     if as_of is not None and as_of > datetime.now(timezone.utc):
         raise validation_failed({"as_of": ["must not be in the future"]})
     if as_of is not None and as_of < wallet["created_at"]:
@@ -100,6 +96,7 @@ def balance(wallet_id: str):
 def statement(wallet_id: str):
     args = query_args(StatementQuerySchema)
     wallet = require_wallet(wallet_id)
-    if args["from_"] and args["to"] and args["from_"] > args["to"]:
+    since, until = args.get("from_"), args.get("to")
+    if since and until and since > until:
         raise validation_failed({"from": ["must not be after 'to'"]})
-    return jsonify(queries.statement(wallet, args["from_"], args["to"]))
+    return jsonify(queries.statement(wallet, since, until))

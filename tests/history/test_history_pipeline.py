@@ -156,9 +156,15 @@ def test_type_and_time_filters(busy_user, history_client):
 
 
 def test_unknown_wallet_or_user_reads_as_empty(history_client):
-    for path in (f"/wallets/{uuid.uuid4()}/history", "/wallets/not-a-uuid/history", "/users/nobody-here/activity"):
+    for path in (f"/wallets/{uuid.uuid4()}/history", "/users/nobody-here/activity"):
         r = history_client.get(path)
         assert r.status_code == 200 and r.json == {"items": [], "next_cursor": None}
+    # A path id that is not a UUID can never name a wallet: 404, as on the Wallet API.
+    r = history_client.get("/wallets/not-a-uuid/history")
+    assert r.status_code == 404 and r.json["code"] == "WALLET_NOT_FOUND"
+    # A user id no wallet can have: 422.
+    r = history_client.get("/users/" + "u" * 101 + "/activity")
+    assert r.status_code == 422 and "user_id" in r.json["errors"]
 
 
 @pytest.mark.parametrize("query, field", [

@@ -219,6 +219,10 @@ def test_a_users_wallets_are_listed(client):
     assert [w["id"] for w in page["items"]] == ids[::-1][:2]
     rest = client.get(f"/users/{user}/wallets?limit=2&cursor={page['next_cursor']}").get_json()
     assert [w["id"] for w in rest["items"]] == [ids[0]] and rest["next_cursor"] is None
+    # A user id no wallet can have (101 characters, or not printable ASCII) is 422, an unknown one 200 empty.
+    assert_problem(client.get("/users/" + "u" * 101 + "/wallets"), 422, "VALIDATION_FAILED")
+    assert_problem(client.get("/users/%C3%A9/wallets"), 422, "VALIDATION_FAILED")
+    assert client.get("/users/nobody-at-all/wallets").get_json() == {"items": [], "next_cursor": None}
 
 
 def test_health_and_ready(client):

@@ -138,11 +138,13 @@ def test_any_invalid_item_rejects_the_whole_request_with_errors_keyed_by_index(c
         {"type": "hold", "wallet_id": a, "amount": "1.00"},
         {"type": "withdraw", "wallet_id": a, "amount": "1.00", "to_wallet_id": b},
         {"type": "fund", "wallet_id": a, "amount": "1.001"},
+        {"type": {}, "wallet_id": a, "amount": "1.00"},
+        "fund",
     ]})
     assert r.status_code == 422 and r.headers["Content-Type"] == "application/problem+json"
     errors = r.get_json()["errors"]
     assert set(errors) == {"commands.1.amount", "commands.2.to_wallet_id", "commands.3.type",
-                           "commands.4.to_wallet_id"}, errors
+                           "commands.4.to_wallet_id", "commands.6.type", "commands.7.type"}, errors
     r = client.post("/batches", json={"commands": [{"type": "fund", "wallet_id": a, "amount": "1.001"}]})
     assert r.status_code == 422 and set(r.get_json()["errors"]) == {"commands.0.amount"}
 
