@@ -24,9 +24,10 @@ def test_unset_variables_are_taken_and_set_ones_win(tmp_path, monkeypatch):
     path = tmp_path / "env"
     path.write_text("DATABASE_URL=postgresql+psycopg://from-file/wallet\nREDIS_URL=redis://from-file/0\n"
                     "WALLET_API_KEYS=ignored:x:admin\nnot a line\n")
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+    for name in ("DATABASE_URL", "WALLET_API_KEYS"):  # set first, so that undo() restores what was there
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("REDIS_URL", "redis://mine/1")
-    monkeypatch.delenv("WALLET_API_KEYS", raising=False)
     try:
         assert use_env_file(str(path)) == ["DATABASE_URL"]
         assert os.environ["DATABASE_URL"] == "postgresql+psycopg://from-file/wallet"
