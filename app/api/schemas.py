@@ -48,9 +48,19 @@ class Amount(fields.Field):
         return None if value is None else str(value)
 
 
+# Free text is any Unicode but NUL, which PostgreSQL cannot store (lone surrogates are not Unicode either).
+TEXT_PATTERN = "^[^\\x00]*$"
+
+
+def storable_text(value: str) -> None:
+    if "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value):
+        raise ValidationError("must not contain NUL characters or unpaired surrogates")
+
+
 class Reference(fields.String):
     def __init__(self, **kwargs):
-        super().__init__(load_default=None, allow_none=True, validate=validate.Length(max=255), **kwargs)
+        super().__init__(load_default=None, allow_none=True, validate=[validate.Length(max=255), storable_text],
+                         metadata={"pattern": TEXT_PATTERN}, **kwargs)
 
 
 class CreateWalletSchema(Schema):
@@ -138,7 +148,7 @@ def _batch_item_doc(command_type: str, **fields_of_type: dict) -> dict:
     properties = {"type": {"type": "string", "enum": [command_type]}, "wallet_id": {"type": "string", "format": "uuid"},
                   **fields_of_type,
                   "amount": {"type": "string", "pattern": AMOUNT_PATTERN, "example": "10.00"},
-                  "reference": {"type": "string", "maxLength": 255, "nullable": True}}
+                  "reference": {"type": "string", "maxLength": 255, "pattern": TEXT_PATTERN, "nullable": True}}
     return {"type": "object", "properties": properties, "additionalProperties": False,
             "required": ["type", "wallet_id", *fields_of_type, "amount"]}
 
@@ -185,7 +195,8 @@ class ReverseSchema(Schema):
 
 
 class FreezeSchema(Schema):
-    reason = fields.String(required=True, validate=validate.Length(1, 255))
+    reason = fields.String(required=True, validate=[validate.Length(1, 255), storable_text],
+                           metadata={"pattern": TEXT_PATTERN})
 
 
 class EmptySchema(Schema):

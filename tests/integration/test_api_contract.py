@@ -102,6 +102,16 @@ def test_bad_amounts_are_422_and_create_no_job(client, amount):
     assert balance(client, wallet_id) == "10.00"
 
 
+@pytest.mark.parametrize("path, body", [("fund", {"amount": "1.00", "reference": "a\u0000b"}),
+                                        ("freeze", {"reason": "\u0000"}), ("fund", {"amount": "1", "reference": "\ud800"})])
+def test_text_postgresql_cannot_store_is_422_not_500(client, path, body):
+    wallet_id = create_wallet(client)
+    before = count_jobs()
+    body = assert_problem(client.post(f"/wallets/{wallet_id}/{path}", json=body), 422, "VALIDATION_FAILED")
+    assert set(body["errors"]) <= {"reference", "reason"} and body["errors"]
+    assert count_jobs() == before
+
+
 def test_too_many_decimals_for_the_wallets_currency_is_422(client):
     jpy = create_wallet(client, currency="JPY")
     assert_problem(client.post(f"/wallets/{jpy}/fund", json={"amount": "1.5"}), 422, "VALIDATION_FAILED")
