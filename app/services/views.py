@@ -47,7 +47,10 @@ def domain_wallet_view(wallet, created_at: datetime, updated_at: datetime) -> di
 
 
 def hold_view(h: Mapping, now: datetime) -> dict:
-    """A hold row; an active hold past expiry reads expired even before the sweeper marks it."""
+    """A hold row; an active hold past expiry reads expired even before the sweeper marks it.
+
+    `now` is the database's clock at the read (the one expires_at was set by), never the caller's.
+    """
     currency = h["currency"]
     status = "expired" if h["status"] == "active" and now >= h["expires_at"] else h["status"]
     return {
