@@ -27,6 +27,7 @@ def test_unset_variables_are_taken_and_set_ones_win(tmp_path, monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("REDIS_URL", "redis://mine/1")
     monkeypatch.delenv("WALLET_API_KEYS", raising=False)
+    had_url = "DATABASE_URL" in os.environ
     try:
         assert use_env_file(str(path)) == ["DATABASE_URL"]
         assert os.environ["DATABASE_URL"] == "postgresql+psycopg://from-file/wallet"
@@ -35,6 +36,8 @@ def test_unset_variables_are_taken_and_set_ones_win(tmp_path, monkeypatch):
         assert settings().database_url == "postgresql+psycopg://from-file/wallet"
     finally:
         monkeypatch.undo()
+        if not had_url:  # use_env_file set it behind monkeypatch's back: later tests would aim at from-file
+            os.environ.pop("DATABASE_URL", None)
         settings.cache_clear()
     assert use_env_file(str(tmp_path / "missing")) == []
 
