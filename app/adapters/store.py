@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import Connection, CursorResult
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -139,12 +139,14 @@ _INSERT_EVENTS = """
 """
 
 # `held` counts active holds not yet past expiry: an expired hold stops
-# reserving money at expires_at, before the sweeper marks it.
+# reserving money at expires_at, before the sweeper marks it. `db_now` is the
+# instant that decided it, the command's clock (WalletStore.now).
 _LOAD_WALLETS = """
     SELECT w.id::text AS id, w.tenant_id, w.user_id, w.currency, w.balance, w.status, w.version,
            w.per_transaction_limit, w.daily_debit_limit, w.debit_day, w.debited_today,
            coalesce((SELECT sum(h.amount) FROM holds h
-                      WHERE h.wallet_id = w.id AND h.status = 'active' AND h.expires_at > now()), 0) AS held
+                      WHERE h.wallet_id = w.id AND h.status = 'active' AND h.expires_at > now()), 0) AS held,
+           now() AS db_now
       FROM wallets w WHERE w.id = ANY(CAST(:ids AS uuid[]))
 """
 
@@ -200,6 +202,7 @@ class WalletStore:
         self._pending: list[tuple[str, dict]] = []
         self._checks: list[str] = []  # expect_rows(...) over pending statements
         self._sent_writes = False  # after a write, reads may see this transaction's own uncommitted rows
+        self._now: datetime | None = None
 
     def _run(self, sql: str, params: dict) -> CursorResult:
         return run_sql(self.conn, sql, params)
@@ -222,6 +225,26 @@ class WalletStore:
             if sqlstate == _NOT_RUNNING:
                 raise JobNotRunning() from None
             raise
+
+    # the clock --------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The command's clock: the database's now() at its first read, in UTC.
+
+        Inside a transaction that is the transaction's start, the same now()
+        its SQL sees. Hold expiry, the day daily limits count and every
+        timestamp a command writes come from here, never from the worker's
+        clock, so they agree with the statements that compare expires_at with
+        now() (the held amount, due holds, the audit). Read with the wallets
+        or the hold when the command reads them; otherwise one SELECT.
+        """
+        if self._now is None:
+            self._saw_clock(self._run("SELECT now()", {}).scalar())
+        return self._now
+
+    def _saw_clock(self, db_now: datetime) -> None:
+        if self._now is None:
+            self._now = db_now.astimezone(timezone.utc)
 
     # jobs -----------------------------------------------------------------
 
@@ -305,6 +328,7 @@ class WalletStore:
         wallets = {}
         for r in self._run(sql, {"ids": ids}).mappings():
             r = dict(r)
+            self._saw_clock(r.pop("db_now"))
             r["limits"] = Limits(r.pop("per_transaction_limit"), r.pop("daily_debit_limit"))
             wallets[r["id"]] = Wallet(**r)
         return wallets
@@ -356,9 +380,13 @@ class WalletStore:
     # holds ----------------------------------------------------------------
 
     def load_hold(self, hold_id: str) -> Hold | None:
-        row = self._run((f"SELECT {_HOLD_COLUMNS} FROM holds WHERE id = CAST(:id AS uuid)"),
-                                {"id": hold_id}).mappings().first()
-        return Hold(**row) if row else None
+        row = self._run(f"SELECT {_HOLD_COLUMNS}, now() AS db_now FROM holds WHERE id = CAST(:id AS uuid)",
+                        {"id": hold_id}).mappings().first()
+        if row is None:
+            return None
+        row = dict(row)
+        self._saw_clock(row.pop("db_now"))
+        return Hold(**row)
 
     def hold_row(self, hold_id: str) -> dict:
         self.flush()

@@ -16,6 +16,15 @@ class InvalidAmount(WalletError):
     code = "VALIDATION_FAILED"
 
 
+class InexactAmount(ValueError):
+    """An amount its currency's minor unit cannot hold, e.g. 1.005 USD: refused, never rounded.
+
+    Not a client error: parse_amount checks what clients send, so this is a
+    bug or bad data, and it fails the request or job (INTERNAL_ERROR) rather
+    than reading as a validation failure.
+    """
+
+
 class BusinessRuleViolation(WalletError):
     """A rejection that depends on state; ends a job `failed`, never retried."""
 

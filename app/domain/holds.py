@@ -47,8 +47,8 @@ def capture(hold: Hold, wallet: Wallet, destination: Wallet | None, amount: Deci
     """Take all or part of a hold; the rest is released. Final: the hold is captured."""
     hold.ensure_active(now)
     amount = hold.amount if amount is None else amount
-    if amount > hold.amount:
-        raise CaptureExceedsHold(f"cannot capture more than the hold's {hold.amount}")
+    if wallet.money(amount) > wallet.money(hold.amount):
+        raise CaptureExceedsHold(f"cannot capture more than the hold's {wallet.money(hold.amount)}")
     entry = ledger.capture(wallet, hold.amount, amount, destination, reference=hold.reference)
     return entry, replace(hold, status=CAPTURED, captured_amount=amount)
 

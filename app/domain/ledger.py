@@ -7,6 +7,10 @@ wallet moves money from `system:funding` and a withdrawal moves it to
 
 A wallet's `balance` is posted money; `held` is what active, unexpired holds
 reserve; `available = balance - held` is what any debit may take.
+
+Amounts are Decimals in the wallet's currency; the rules compute with Money,
+so an amount the currency's minor unit cannot hold is refused (InexactAmount)
+and a result is never rounded.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from decimal import Decimal
 from app.domain.errors import (
     CurrencyMismatch, InsufficientFunds, LimitExceeded, ReversalExceedsOriginal, WalletNotActive, WalletNotEmpty,
 )
-from app.domain.money import format_amount
+from app.domain.money import Money
 
 SYSTEM_FUNDING = "system:funding"
 SYSTEM_WITHDRAWALS = "system:withdrawals"
@@ -52,10 +56,11 @@ class Wallet:
 
     @property
     def available(self) -> Decimal:
-        return self.balance - self.held
+        return (self.money(self.balance) - self.money(self.held)).amount
 
-    def _money(self, amount: Decimal) -> str:
-        return f"{format_amount(amount, self.currency)} {self.currency}"
+    def money(self, amount: Decimal) -> Money:
+        """An amount in this wallet's currency; raises InexactAmount if its minor unit cannot hold it."""
+        return Money(amount, self.currency)
 
     def ensure_active(self) -> None:
         if self.status != ACTIVE:
@@ -68,47 +73,49 @@ class Wallet:
     def _next(self, **changes) -> "Wallet":
         return replace(self, version=self.version + 1, **changes)
 
-    def _check_debit(self, amount: Decimal, today: date) -> Decimal:
+    def _check_debit(self, amount: Money, today: date) -> Money:
         """Check a debit against status, available balance and limits; returns the day's new total."""
         self.ensure_active()
-        if amount > self.available:
-            raise InsufficientFunds(
-                f"wallet {self.id} has {self._money(self.available)} available, needs {self._money(amount)}")
+        available = self.money(self.available)
+        if amount > available:
+            raise InsufficientFunds(f"wallet {self.id} has {available} available, needs {amount}")
         limits = self.limits
-        if limits.per_transaction is not None and amount > limits.per_transaction:
-            raise LimitExceeded(f"{self._money(amount)} is above the per-transaction limit of "
-                                f"{self._money(limits.per_transaction)}")
-        spent = self.debited_today if self.debit_day == today else ZERO
-        if limits.daily_debit is not None and spent + amount > limits.daily_debit:
-            raise LimitExceeded(f"{self._money(amount)} would take today's debits to {self._money(spent + amount)}, "
-                                f"above the daily limit of {self._money(limits.daily_debit)}")
-        return spent + amount
+        if limits.per_transaction is not None and amount > self.money(limits.per_transaction):
+            raise LimitExceeded(f"{amount} is above the per-transaction limit of {self.money(limits.per_transaction)}")
+        spent = self.money(self.debited_today if self.debit_day == today else ZERO) + amount
+        if limits.daily_debit is not None and spent > self.money(limits.daily_debit):
+            raise LimitExceeded(f"{amount} would take today's debits to {spent}, "
+                                f"above the daily limit of {self.money(limits.daily_debit)}")
+        return spent
 
     def credited(self, amount: Decimal) -> "Wallet":
         self.ensure_active()
-        return self._next(balance=self.balance + amount)
+        return self._next(balance=(self.money(self.balance) + self.money(amount)).amount)
 
     def debited(self, amount: Decimal, today: date) -> "Wallet":
         """Take money out: needs an active wallet, enough available balance, and room in the limits."""
+        amount = self.money(amount)
         spent = self._check_debit(amount, today)
-        return self._next(balance=self.balance - amount, debit_day=today, debited_today=spent)
+        return self._next(balance=(self.money(self.balance) - amount).amount, debit_day=today,
+                          debited_today=spent.amount)
 
     def corrected_by(self, amount: Decimal) -> "Wallet":
         """A reversal's change: needs an active wallet and, when it takes money, enough available."""
         self.ensure_active()
-        if amount < 0 and -amount > self.available:
-            raise InsufficientFunds(
-                f"wallet {self.id} has {self._money(self.available)} available, needs {self._money(-amount)}")
-        return self._next(balance=self.balance + amount)
+        change, available = self.money(amount), self.money(self.available)
+        if change < Money.zero(self.currency) and -change > available:
+            raise InsufficientFunds(f"wallet {self.id} has {available} available, needs {-change}")
+        return self._next(balance=(self.money(self.balance) + change).amount)
 
     def holding(self, amount: Decimal, today: date) -> "Wallet":
         """Reserve money for a hold: a debit of available balance that leaves the balance alone."""
+        amount = self.money(amount)
         spent = self._check_debit(amount, today)
-        return self._next(held=self.held + amount, debit_day=today, debited_today=spent)
+        return self._next(held=(self.money(self.held) + amount).amount, debit_day=today, debited_today=spent.amount)
 
     def released(self, amount: Decimal) -> "Wallet":
         """A hold no longer reserves `amount` (void, expiry, or the rest after a capture)."""
-        return self._next(held=self.held - amount)
+        return self._next(held=(self.money(self.held) - self.money(amount)).amount)
 
     def frozen(self) -> "Wallet":
         self.ensure_not_closed()
@@ -121,12 +128,15 @@ class Wallet:
     def closed(self) -> "Wallet":
         self.ensure_not_closed()
         if self.balance != 0 or self.held != 0:
-            raise WalletNotEmpty(f"wallet {self.id} still has {self._money(self.balance)}"
-                                 f" and {self._money(self.held)} on hold")
+            raise WalletNotEmpty(f"wallet {self.id} still has {self.money(self.balance)}"
+                                 f" and {self.money(self.held)} on hold")
         return self._next(status=CLOSED)
 
     def with_limits(self, limits: Limits) -> "Wallet":
         self.ensure_not_closed()
+        for limit in (limits.per_transaction, limits.daily_debit):
+            if limit is not None:
+                self.money(limit)  # a limit the currency cannot hold is refused, not rounded
         return self._next(limits=limits)
 
 
@@ -141,7 +151,11 @@ class Posting:
 
 @dataclass(frozen=True)
 class Entry:
-    """A balanced journal entry: the effect of one money command."""
+    """A balanced journal entry: the effect of one money command.
+
+    Its amount and postings are exact in its currency, so whatever it records
+    (and every balance it changes) needs no rounding to be shown or stored.
+    """
 
     type: str
     currency: str
@@ -153,7 +167,9 @@ class Entry:
     reverses_entry_id: str | None = None
 
     def __post_init__(self) -> None:
-        if sum(p.amount for p in self.postings) != 0:
+        Money(self.amount, self.currency)
+        zero = Money.zero(self.currency)
+        if sum((Money(p.amount, self.currency) for p in self.postings), zero) != zero:
             raise AssertionError("journal entry does not balance")
 
     @property
@@ -221,9 +237,10 @@ def capture(source: Wallet, hold_amount: Decimal, amount: Decimal, destination: 
     if destination is not None:
         _same_currency(source, destination)
         destination.ensure_active()
-    if amount > source.balance:  # cannot happen while holds never exceed the balance
-        raise InsufficientFunds(f"wallet {source.id} has {source._money(source.balance)}, needs {source._money(amount)}")
-    source_after = replace(source.released(hold_amount), balance=source.balance - amount)
+    taken, balance = source.money(amount), source.money(source.balance)
+    if taken > balance:  # cannot happen while holds never exceed the balance
+        raise InsufficientFunds(f"wallet {source.id} has {balance}, needs {taken}")
+    source_after = replace(source.released(hold_amount), balance=(balance - taken).amount)
     if destination is None:
         legs = (Posting(source.id, -amount, source_after), Posting(SYSTEM_WITHDRAWALS, amount))
     else:
@@ -237,12 +254,11 @@ def capture(source: Wallet, hold_amount: Decimal, amount: Decimal, destination: 
 def reverse(original: "OriginalEntry", wallets: dict[str, Wallet], amount: Decimal,
             reason: str | None = None) -> Entry:
     """Put back `amount` of an earlier entry: every posting of it, negated and scaled."""
-    if original.remaining <= 0:
+    remaining = Money(original.remaining, original.currency)
+    if remaining <= Money.zero(original.currency):
         raise ReversalExceedsOriginal(f"transaction {original.id} is already fully reversed")
-    if amount > original.remaining:
-        raise ReversalExceedsOriginal(
-            f"only {format_amount(original.remaining, original.currency)} {original.currency} of transaction "
-            f"{original.id} remains to reverse")
+    if Money(amount, original.currency) > remaining:
+        raise ReversalExceedsOriginal(f"only {remaining} of transaction {original.id} remains to reverse")
     legs = []
     for account, original_amount in original.postings:
         change = -amount if original_amount > 0 else amount

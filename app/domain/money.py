@@ -1,10 +1,16 @@
-"""Money: ISO 4217 currencies, parsing and formatting of decimal amounts."""
+"""Money: ISO 4217 currencies, parsing and formatting of decimal amounts, and the Money value.
+
+An amount is exact in its currency's minor unit or it is refused: nothing here
+rounds. A stored balance is NUMERIC(38, 3) and only ever changed by exact
+amounts, so what the database returns is exact in its currency too.
+"""
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from dataclasses import dataclass
+from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 
-from app.domain.errors import InvalidAmount
+from app.domain.errors import CurrencyMismatch, InexactAmount, InvalidAmount
 
 # ISO 4217 minor-unit digits of the currencies the service supports.
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -18,6 +24,12 @@ SUPPORTED_CURRENCIES = frozenset(CURRENCY_EXPONENTS)
 MAX_INTEGER_DIGITS = 15
 
 _AMOUNT_RE = re.compile(r"\A([0-9]+)(?:\.([0-9]+))?\Z")
+_UNITS = {currency: Decimal(1).scaleb(-digits) for currency, digits in CURRENCY_EXPONENTS.items()}
+
+# Precision for any NUMERIC(38, 3) value and then some; an operation that would
+# still have to drop a digit raises Inexact instead of rounding (the default
+# context rounds half-even to 28 digits without a word).
+_EXACT = Context(prec=80, traps=[Inexact, InvalidOperation, Overflow, DivisionByZero])
 
 
 def exponent(currency: str) -> int:
@@ -47,11 +59,94 @@ def parse_amount(text: object, currency: str | None = None) -> Decimal:
     return value
 
 
-def quantize(value: Decimal, currency: str) -> Decimal:
-    """The value with exactly the currency's minor-unit digits."""
-    return value.quantize(Decimal(1).scaleb(-exponent(currency)))
+def quantize(value: Decimal | int, currency: str) -> Decimal:
+    """The value with exactly the currency's minor-unit digits, e.g. 1.5 USD as 1.50.
+
+    Raises InexactAmount when that would change the value (1.005 USD, 1.5 JPY):
+    an amount is refused, never rounded.
+    """
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
+        raise TypeError(f"an amount is a Decimal, not {type(value).__name__}")
+    value = Decimal(value)
+    unit = _UNITS[currency]
+    if not value.is_finite():
+        raise InexactAmount(f"{value} is not an amount of {currency}")
+    try:
+        exact = _EXACT.quantize(value, unit)
+    except Inexact:
+        raise InexactAmount(f"{value} is not a whole number of {currency} minor units ({unit})") from None
+    return exact if exact else abs(exact)  # no "-0.00"
 
 
-def format_amount(value: Decimal, currency: str) -> str:
-    """Render an amount or balance as the API's string, e.g. '100.00'."""
+def format_amount(value: Decimal | int, currency: str) -> str:
+    """Render an amount or balance as the API's string, e.g. '100.00'; raises InexactAmount rather than round."""
     return format(quantize(value, currency), "f")
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An amount of one currency, exact in its minor unit: Money("1.005", "USD") raises InexactAmount.
+
+    Signed (a posting or a correction may be negative). Adding, subtracting
+    and ordering only work between amounts of the same currency; mixing two
+    raises CurrencyMismatch. Results are exact or raise: nothing rounds.
+    """
+
+    amount: Decimal
+    currency: str
+
+    def __post_init__(self) -> None:
+        amount = Decimal(self.amount) if isinstance(self.amount, str) else self.amount
+        object.__setattr__(self, "amount", quantize(amount, self.currency))
+
+    @classmethod
+    def zero(cls, currency: str) -> Money:
+        return cls(Decimal(0), currency)
+
+    def _same_currency(self, other: Money) -> None:
+        if other.currency != self.currency:
+            raise CurrencyMismatch(f"cannot combine {self.currency} with {other.currency}")
+
+    def __add__(self, other: object) -> Money:
+        if not isinstance(other, Money):
+            return NotImplemented
+        self._same_currency(other)
+        return Money(_EXACT.add(self.amount, other.amount), self.currency)
+
+    def __sub__(self, other: object) -> Money:
+        if not isinstance(other, Money):
+            return NotImplemented
+        self._same_currency(other)
+        return Money(_EXACT.subtract(self.amount, other.amount), self.currency)
+
+    def __neg__(self) -> Money:
+        return Money(_EXACT.minus(self.amount), self.currency)
+
+    def _compare(self, other: object) -> int | None:
+        if not isinstance(other, Money):
+            return None
+        self._same_currency(other)
+        return (self.amount > other.amount) - (self.amount < other.amount)
+
+    def __lt__(self, other: object) -> bool:
+        c = self._compare(other)
+        return NotImplemented if c is None else c < 0
+
+    def __le__(self, other: object) -> bool:
+        c = self._compare(other)
+        return NotImplemented if c is None else c <= 0
+
+    def __gt__(self, other: object) -> bool:
+        c = self._compare(other)
+        return NotImplemented if c is None else c > 0
+
+    def __ge__(self, other: object) -> bool:
+        c = self._compare(other)
+        return NotImplemented if c is None else c >= 0
+
+    def format(self) -> str:
+        """The API's string: exactly the currency's minor-unit digits, e.g. '10.50', '7' (JPY), '1.250' (KWD)."""
+        return format(self.amount, "f")
+
+    def __str__(self) -> str:
+        return f"{self.format()} {self.currency}"

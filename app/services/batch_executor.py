@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
@@ -76,12 +76,16 @@ def _record(chunk: _Chunk, job: ClaimedJob, entry, item: int | None, now: dateti
     return entry_result(entry, transaction_id, now)
 
 
-def _plan(jobs: list[ClaimedJob], store: WalletStore, now: datetime) -> _Chunk:
-    """Every job's command(s) against the wallets as read (and locked) now, in batch order."""
+def _plan(jobs: list[ClaimedJob], store: WalletStore) -> _Chunk:
+    """Every job's command(s) against the wallets as read (and locked) now, in batch order.
+
+    The database's clock (store.now()) dates the chunk and names the day its daily limits count.
+    """
     planned_commands = {job.id: _commands(job) for job in jobs}
     wallet_ids = {w for cmds in planned_commands.values() for command in cmds for w in batches.wallet_ids(command)}
     wallets = store.load_wallets(sorted(wallet_ids), lock=True)
     chunk = _Chunk(read_versions={w.id: w.version for w in wallets.values()})
+    now = store.now()
     today = now.date()
     for job in jobs:
         if job.type == batches.BATCH:
@@ -104,12 +108,11 @@ def _plan(jobs: list[ClaimedJob], store: WalletStore, now: datetime) -> _Chunk:
 
 def _apply(jobs: list[ClaimedJob], conflicts: int) -> tuple[_Chunk, dict[str, float]]:
     """Lock and read the wallets, plan, and write the whole chunk in one more statement, in one transaction."""
-    now = datetime.now(timezone.utc)
     with engine().begin() as conn:
         store = WalletStore(conn)
-        chunk = _plan(jobs, store, now)
-        store.save_wallets(chunk.read_versions, list(chunk.changed.values()), now)
-        store.record_entries(chunk.recorded, now)
+        chunk = _plan(jobs, store)
+        store.save_wallets(chunk.read_versions, list(chunk.changed.values()), store.now())
+        store.record_entries(chunk.recorded, store.now())
         if chunk.events:
             store.add_events(chunk.events)
         return chunk, store.finish_jobs(chunk.outcomes, extra_attempts=conflicts)

@@ -3,10 +3,14 @@
 Each runs inside the executor's transaction and returns the job's result.
 Raising ConcurrencyConflict rolls the whole attempt back to be retried;
 raising a BusinessRuleViolation ends the job failed.
+
+Time is the database's (store.now()): a hold's expiry, the day a daily limit
+counts and every timestamp written agree with the SQL that compares them with
+now(), whatever the worker's own clock says.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from app.adapters.store import ClaimedJob, WalletStore
 from app.domain import commands, events, holds, ledger
@@ -14,10 +18,6 @@ from app.domain.errors import HoldNotFound, TransactionNotFound, WalletNotFound
 from app.domain.holds import Hold
 from app.domain.ledger import Entry, Wallet
 from app.services.views import domain_wallet_view, hold_view, transaction_view, wallet_view
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _wallets(store: WalletStore, *ids: str) -> list[Wallet]:
@@ -39,7 +39,7 @@ def _hold(store: WalletStore, hold_id: str) -> tuple[Hold, Wallet]:
 def _apply_entry(store: WalletStore, job: ClaimedJob, entry: Entry, now: datetime | None = None,
                  hold_id: str | None = None) -> dict:
     """Persist an entry: wallets in id order (no deadlocks), journal, outbox."""
-    now = now or _now()
+    now = now or store.now()
     for wallet in entry.wallets_after:
         store.save_wallet(wallet, now)
     transaction_id = store.record_entry(entry, job=job, now=now, hold_id=hold_id)
@@ -64,7 +64,7 @@ def entry_result(entry: Entry, transaction_id: str, now: datetime) -> dict:
 
 def _change_wallet(store: WalletStore, job: ClaimedJob, wallet_after: Wallet, event_type: str, **fields) -> dict:
     """Persist a wallet's new state (no money moves) and emit its event."""
-    now = _now()
+    now = store.now()
     store.save_wallet(wallet_after, now)
     store.add_events([events.wallet_event(event_type, wallet_after, now, job.request_id, job.id, **fields)])
     return wallet_view(store.wallet_row(wallet_after.id))
@@ -77,7 +77,7 @@ def _hold_result(hold: Hold, currency: str, created_at: datetime, now: datetime)
 # wallets ------------------------------------------------------------------
 
 def create_wallet(store: WalletStore, job: ClaimedJob, cmd: commands.CreateWallet) -> dict:
-    now = _now()
+    now = store.now()
     wallet = Wallet(id=cmd.wallet_id, tenant_id=job.tenant_id, user_id=cmd.user_id, currency=cmd.currency,
                     balance=ledger.ZERO, status=ledger.ACTIVE, version=1)
     if store.insert_wallet(wallet, now):
@@ -118,13 +118,13 @@ def fund(store: WalletStore, job: ClaimedJob, cmd: commands.Fund) -> dict:
 
 def withdraw(store: WalletStore, job: ClaimedJob, cmd: commands.Withdraw) -> dict:
     (wallet,) = _wallets(store, cmd.wallet_id)
-    now = _now()
+    now = store.now()
     return _apply_entry(store, job, ledger.withdraw(wallet, cmd.amount, now.date(), cmd.reference), now)
 
 
 def transfer(store: WalletStore, job: ClaimedJob, cmd: commands.Transfer) -> dict:
     source, destination = _wallets(store, cmd.wallet_id, cmd.to_wallet_id)
-    now = _now()
+    now = store.now()
     return _apply_entry(store, job, ledger.transfer(source, destination, cmd.amount, now.date(), cmd.reference), now)
 
 
@@ -144,7 +144,7 @@ def reverse(store: WalletStore, job: ClaimedJob, cmd: commands.Reverse) -> dict:
 
 def place_hold(store: WalletStore, job: ClaimedJob, cmd: commands.PlaceHold) -> dict:
     (wallet,) = _wallets(store, cmd.wallet_id)
-    now = _now()
+    now = store.now()
     expires_at = now + timedelta(seconds=cmd.expires_in_seconds)
     wallet_after, hold = holds.place(wallet, cmd.hold_id, cmd.amount, expires_at, now.date(), cmd.reference)
     store.save_wallet(wallet_after, now)
@@ -156,7 +156,7 @@ def place_hold(store: WalletStore, job: ClaimedJob, cmd: commands.PlaceHold) -> 
 def capture_hold(store: WalletStore, job: ClaimedJob, cmd: commands.CaptureHold) -> dict:
     hold, wallet = _hold(store, cmd.hold_id)
     destination = _wallets(store, cmd.to_wallet_id)[0] if cmd.to_wallet_id else None
-    now = _now()
+    now = store.now()
     entry, hold_after = holds.capture(hold, wallet, destination, cmd.amount, now)
     store.save_hold(hold_after, now)
     return _apply_entry(store, job, entry, now, hold_id=hold.id)
@@ -164,7 +164,7 @@ def capture_hold(store: WalletStore, job: ClaimedJob, cmd: commands.CaptureHold)
 
 def void_hold(store: WalletStore, job: ClaimedJob, cmd: commands.VoidHold) -> dict:
     hold, wallet = _hold(store, cmd.hold_id)
-    now = _now()
+    now = store.now()
     wallet_after, hold_after = holds.void(hold, wallet, now)
     store.save_wallet(wallet_after, now)
     store.save_hold(hold_after, now)
@@ -196,7 +196,7 @@ HANDLERS = {
 def expire_hold(store: WalletStore, hold_id: str) -> bool:
     """Mark one hold past its expiry expired and emit HOLD_EXPIRED (run by the sweeper, not a job)."""
     hold, wallet = _hold(store, hold_id)
-    now = _now()
+    now = store.now()
     if hold.status != holds.ACTIVE or hold.status_at(now) != holds.EXPIRED:
         return False
     wallet_after, hold_after = holds.expire(hold, wallet, now)

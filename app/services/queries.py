@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from app.adapters.db import engine
 from app.adapters.store import WALLET_VIEW_COLUMNS
-from app.domain.money import format_amount
+from app.domain.money import Money, format_amount
 from app.services import cursors
 from app.services.views import hold_view, job_view, timestamp, transaction_view, wallet_view
 
@@ -147,7 +147,7 @@ def balance_as_of(wallet: dict, as_of) -> dict:
         row = conn.execute(_BALANCE_AT, {"wallet": str(wallet["id"]), "at": as_of}).mappings().one()
     currency = wallet["currency"]
     return {"balance": format_amount(row["balance"], currency),
-            "available_balance": format_amount(row["balance"] - row["held"], currency),
+            "available_balance": (Money(row["balance"], currency) - Money(row["held"], currency)).format(),
             "as_of": timestamp(as_of)}
 
 

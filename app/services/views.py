@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
-from app.domain.money import format_amount
+from app.domain.money import Money, format_amount
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -26,7 +26,7 @@ def wallet_view(w: Mapping) -> dict:
         "user_id": w["user_id"],
         "currency": currency,
         "balance": format_amount(w["balance"], currency),
-        "available_balance": format_amount(w["balance"] - w["held"], currency),
+        "available_balance": (Money(w["balance"], currency) - Money(w["held"], currency)).format(),
         "status": w["status"],
         "version": w["version"],
         "limits": {"per_transaction": _money(w["per_transaction_limit"], currency),
@@ -47,7 +47,10 @@ def domain_wallet_view(wallet, created_at: datetime, updated_at: datetime) -> di
 
 
 def hold_view(h: Mapping, now: datetime) -> dict:
-    """A hold row; an active hold past expiry reads expired even before the sweeper marks it."""
+    """A hold row; an active hold past expiry reads expired even before the sweeper marks it.
+
+    `now` is the database's clock at the read (the one expires_at was set by), never the caller's.
+    """
     currency = h["currency"]
     status = "expired" if h["status"] == "active" and now >= h["expires_at"] else h["status"]
     return {

@@ -76,6 +76,24 @@ def test_an_independent_batch_applies_each_command_as_its_own_job_and_a_rejectio
     assert {e["batch_id"] for e in events} == {batch["id"]} and all(e["metadata"] == {} for e in events)
 
 
+def test_a_chunk_is_dated_by_the_databases_clock(client):
+    """One transaction plans and writes a chunk: its entries, postings and jobs' completion share its now(),
+    and the day its debits count is that instant's UTC day."""
+    a, b = funded_wallet(client, "10.00", "bulk-clock-a"), create_wallet(client, "bulk-clock-b")
+    batch = submit_batch(client, [{"type": "transfer", "wallet_id": a, "to_wallet_id": b, "amount": "4.00"},
+                                  {"type": "withdraw", "wallet_id": b, "amount": "1.00"}])
+    wait_batch(client, batch["id"])
+    with engine().connect() as conn:
+        rows = conn.execute(text("""
+            SELECT e.created_at AS entry_at, p.created_at AS posting_at, j.completed_at, w.debit_day,
+                   (j.completed_at AT TIME ZONE 'UTC')::date AS utc_day
+              FROM journal_entries e JOIN jobs j ON j.id = e.job_id JOIN postings p ON p.entry_id = e.id
+              JOIN wallets w ON w.id = p.wallet_id
+             WHERE e.job_id = ANY(CAST(:ids AS uuid[]))"""), {"ids": batch["job_ids"]}).all()
+    assert len(rows) == 3
+    assert all(r.entry_at == r.posting_at == r.completed_at and r.debit_day == r.utc_day for r in rows)
+
+
 def test_a_wallet_named_many_times_is_applied_in_command_order(client):
     wallet = funded_wallet(client, "10.00", "bulk-order")
     batch = submit_batch(client, [{"type": "withdraw", "wallet_id": wallet, "amount": "3.00", "reference": f"w{i}"}

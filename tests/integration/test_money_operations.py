@@ -2,14 +2,20 @@
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
 
-from app.adapters.db import engine
+from app.adapters.db import autocommit, engine
+from app.adapters.store import ClaimedJob, WalletStore
+from app.domain import commands
+from app.services import handlers
 from app.services.audit import run_audit
+from app.services.views import timestamp
 from tests.helpers import balance, create_wallet, funded_wallet, run, wait_job
 from tests.integration.test_concurrency import submit_all, wait_all_final
+from tests.integration.test_exactly_once import record_job
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -130,6 +136,69 @@ def test_an_expired_hold_releases_its_funds_by_itself_and_cannot_be_captured(cli
                               {"w": w}).scalar()
     assert events == 1
     assert ok(run(client, f"/wallets/{w}/withdraw", {"amount": "10.00"}))["balance_after"] == "0.00"
+    assert run_audit().ok
+
+
+def test_a_hold_is_dated_by_the_same_now_that_finishes_its_job(client):
+    """Placed in one transaction: its row, its wallet's change and its job's completion are that transaction's now()."""
+    w = funded_wallet(client, "10.00")
+    job = hold(client, w, "4.00", expires_in_seconds=60)
+    with engine().connect() as conn:
+        row = conn.execute(text("""
+            SELECT h.created_at, h.expires_at, w.updated_at, w.debit_day, j.completed_at,
+                   (j.completed_at AT TIME ZONE 'UTC')::date AS utc_day
+              FROM holds h JOIN wallets w ON w.id = h.wallet_id JOIN jobs j ON j.id = h.job_id
+             WHERE h.id = :id"""), {"id": ok(job)["id"]}).one()
+    assert row.created_at == row.updated_at == row.completed_at
+    assert row.expires_at == row.created_at + timedelta(seconds=60) and row.debit_day == row.utc_day
+
+
+def _claimed(command_type: str, command) -> ClaimedJob:
+    with autocommit() as conn:
+        return WalletStore(conn).claim_job(record_job(command_type, command))
+
+
+def _in_lagging_transaction(handler, job: ClaimedJob, lag_s: float) -> tuple[datetime, dict]:
+    """Run a handler in a transaction whose now() is `lag_s` behind the worker's clock, in a UTC+14 session.
+
+    Returns the transaction's now() and the handler's result, committed with its job.
+    """
+    with engine().begin() as conn:
+        conn.execute(text("SET LOCAL TIME ZONE 'Pacific/Kiritimati'"))
+        db_now = conn.execute(text("SELECT now()")).scalar()
+        time.sleep(lag_s)
+        store = WalletStore(conn)
+        result = handler(store, job, commands.from_payload(job.type, job.payload))
+        assert store.finish_job(job.id, status="succeeded", result=result) is not None
+    return db_now, result
+
+
+def test_the_workers_clock_plays_no_part_in_a_hold(client):
+    """Expiry and the day a debit counts come from the database's now(), never the worker's clock.
+
+    In a transaction that began a while ago, now() lags the worker's clock: a
+    hold placed there is dated by now() (in UTC, whatever the session's time
+    zone), and one captured there is judged at now(), before its expiry, even
+    when the worker's clock has passed it.
+    """
+    w = funded_wallet(client, "10.00")
+    place = _claimed(commands.PLACE_HOLD, commands.PlaceHold(str(uuid.uuid4()), w, Decimal("4.00"), 60))
+    db_now, placed = _in_lagging_transaction(handlers.place_hold, place, lag_s=1.0)
+    assert placed["created_at"] == timestamp(db_now)
+    assert placed["expires_at"] == timestamp(db_now + timedelta(seconds=60))
+    with engine().connect() as conn:
+        debit_day = conn.execute(text("SELECT debit_day FROM wallets WHERE id = :id"), {"id": w}).scalar()
+    assert debit_day == db_now.astimezone(timezone.utc).date()
+
+    short = ok(hold(client, w, "3.00", expires_in_seconds=4))
+    expires_at = datetime.fromisoformat(short["expires_at"].replace("Z", "+00:00"))
+    capture = _claimed(commands.CAPTURE_HOLD, commands.CaptureHold(short["id"]))
+    lag = (expires_at - datetime.now(timezone.utc)).total_seconds() + 0.5
+    db_now, captured = _in_lagging_transaction(handlers.capture_hold, capture, lag_s=lag)
+    assert db_now < expires_at < datetime.now(timezone.utc)
+    assert captured["type"] == "CAPTURE" and captured["created_at"] == timestamp(db_now)
+    assert client.get(f"/holds/{short['id']}").get_json()["status"] == "captured"
+    assert client.get(f"/holds/{placed['id']}").get_json()["status"] == "active"
     assert run_audit().ok
 
 

@@ -3,8 +3,10 @@ from decimal import Decimal
 
 import pytest
 
-from app.domain import ledger
-from app.domain.errors import CurrencyMismatch, InsufficientFunds, ReversalExceedsOriginal, WalletNotActive
+from app.domain import holds, ledger
+from app.domain.errors import (
+    CurrencyMismatch, InexactAmount, InsufficientFunds, LimitExceeded, ReversalExceedsOriginal, WalletNotActive,
+)
 from app.domain.ledger import Wallet
 
 TODAY = date(2026, 11, 25)
@@ -82,3 +84,37 @@ def test_a_fully_reversed_entry_cannot_be_reversed_again_not_even_by_nothing():
     """The remaining amount is zero: reversing "all that remains" must not build a zero-amount posting."""
     with pytest.raises(ReversalExceedsOriginal, match="already fully reversed"):
         ledger.reverse(_withdrawal("4"), {"a": wallet("10")}, Decimal("0"))
+
+
+@pytest.mark.parametrize("amount, currency", [("1.005", "USD"), ("0.5", "JPY"), ("0.0005", "KWD")])
+def test_no_rule_rounds_an_amount_the_currency_cannot_hold(amount, currency):
+    rich = wallet("1000", currency=currency)
+    with pytest.raises(InexactAmount):
+        ledger.fund(rich, Decimal(amount))
+    with pytest.raises(InexactAmount):
+        ledger.withdraw(rich, Decimal(amount), TODAY)
+    with pytest.raises(InexactAmount):
+        ledger.transfer(rich, wallet(wid="b", currency=currency), Decimal(amount), TODAY)
+    with pytest.raises(InexactAmount):
+        holds.place(rich, "h", Decimal(amount), None, TODAY)
+    with pytest.raises(InexactAmount):
+        rich.with_limits(ledger.Limits(per_transaction=Decimal(amount)))
+
+
+def test_an_entry_in_amounts_its_currency_cannot_hold_cannot_exist():
+    with pytest.raises(InexactAmount):
+        ledger.Entry(type="FUND", currency="JPY", amount=Decimal("0.5"), wallet_id="a", counterparty_wallet_id=None,
+                     reference=None, postings=(ledger.Posting("a", Decimal("0.5")),
+                                               ledger.Posting(ledger.SYSTEM_FUNDING, Decimal("-0.5"))))
+
+
+def test_kwd_keeps_its_three_digits_through_the_rules():
+    entry = ledger.transfer(wallet("1.250", currency="KWD"), wallet("0.001", wid="b", currency="KWD"),
+                            Decimal("0.125"), TODAY)
+    assert entry.wallet_after("a").balance == Decimal("1.125") and entry.wallet_after("b").balance == Decimal("0.126")
+
+
+def test_limit_messages_show_the_currency_digits():
+    limited = wallet("100").with_limits(ledger.Limits(per_transaction=Decimal("5")))
+    with pytest.raises(LimitExceeded, match=r"^5\.01 USD is above the per-transaction limit of 5\.00 USD$"):
+        ledger.withdraw(limited, Decimal("5.01"), TODAY)

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.domain.errors import InvalidAmount
-from app.domain.money import CURRENCY_EXPONENTS, format_amount, parse_amount
+from app.domain.errors import CurrencyMismatch, InexactAmount, InvalidAmount
+from app.domain.money import CURRENCY_EXPONENTS, Money, format_amount, parse_amount, quantize
 
 
 @pytest.mark.parametrize("text, currency, expected", [
@@ -61,3 +61,65 @@ def test_arbitrary_text_either_parses_to_a_positive_amount_or_is_refused(text):
     except InvalidAmount:
         return
     assert value > 0 and value == value.quantize(Decimal("0.01"))
+
+
+@pytest.mark.parametrize("value, currency", [("1.005", "USD"), ("1.5", "JPY"), ("0.0001", "KWD"), ("1.001", "EUR")])
+def test_money_refuses_an_amount_its_minor_unit_cannot_hold(value, currency):
+    with pytest.raises(InexactAmount, match=currency):
+        Money(value, currency)
+    with pytest.raises(InexactAmount):
+        Money(Decimal(value), currency)
+
+
+def test_money_holds_exact_amounts_with_the_currency_digits():
+    assert Money("1.250", "KWD").amount == Decimal("1.250") and Money("1.250", "KWD").format() == "1.250"
+    assert Money("1.5", "USD").format() == "1.50"
+    assert Money(Decimal("10.500"), "USD").format() == "10.50"  # NUMERIC(38, 3) as read: exact, trailing zero
+    assert Money(Decimal("100.000"), "JPY").format() == "100"
+    assert Money(7, "JPY").format() == "7"
+
+
+@pytest.mark.parametrize("value", [1.5, True, None, Decimal("NaN"), Decimal("Infinity")])
+def test_money_refuses_what_is_not_a_finite_decimal(value):
+    with pytest.raises((TypeError, InexactAmount)):
+        Money(value, "USD")
+
+
+def test_money_adds_subtracts_negates_and_compares_within_a_currency():
+    a, b = Money("10.25", "USD"), Money("0.75", "USD")
+    assert a + b == Money("11", "USD")
+    assert a - b == Money("9.50", "USD")
+    assert -b == Money("-0.75", "USD") and (-b).format() == "-0.75"
+    assert b - a < Money.zero("USD") < b < a and a >= a and b <= a and a > b
+    assert (b - b).format() == "0.00"
+
+
+def test_money_of_two_currencies_does_not_mix():
+    usd, eur = Money("1.00", "USD"), Money("1.00", "EUR")
+    with pytest.raises(CurrencyMismatch):
+        usd + eur
+    with pytest.raises(CurrencyMismatch):
+        usd - eur
+    with pytest.raises(CurrencyMismatch):
+        assert usd < eur
+    assert usd != eur
+
+
+def test_money_is_immutable_and_formats_with_its_currency():
+    m = Money("3.5", "EUR")
+    with pytest.raises(AttributeError):
+        m.amount = Decimal(4)
+    assert str(m) == "3.50 EUR" and str(Money("2", "KWD")) == "2.000 KWD"
+
+
+def test_arithmetic_beyond_the_default_precision_does_not_round():
+    big = Money(Decimal("123456789012345678901234567890.12"), "USD")  # 32 digits: the default context keeps 28
+    assert (big + Money("0.01", "USD")).format() == "123456789012345678901234567890.13"
+
+
+@pytest.mark.parametrize("value, currency", [(Decimal("1.005"), "USD"), (Decimal("0.5"), "JPY"), (Decimal("2.0001"), "KWD")])
+def test_formatting_refuses_rather_than_rounds(value, currency):
+    with pytest.raises(InexactAmount):
+        format_amount(value, currency)
+    with pytest.raises(InexactAmount):
+        quantize(value, currency)
