@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from bench import noop_task
 from bench.loadgen import LoadSpec
 from bench.stack import REPO, Stack
 
@@ -163,12 +164,13 @@ class Runner:
 
         r = redis.Redis.from_url(self.stack.env["REDIS_URL"])
         dest = [self.stack.worker_hostname] if getattr(self.stack, "worker_hostname", None) else None
+        _check_workers_run(app, dest, noop_task.NAME)
         app.control.cancel_consumer("commands", destination=dest, reply=True, timeout=5)
         time.sleep(0.5)
         with app.producer_or_acquire() as producer:
             for _ in tqdm(range(tasks), desc="   ceiling", unit="task", disable=not self.progress, leave=False,
                           bar_format="{desc}: publishing {n}/{total}"):
-                app.send_task("wallet.bench.noop", queue="commands", producer=producer)
+                app.send_task(noop_task.NAME, queue="commands", producer=producer)
         samples = []
         t0 = time.time()
         app.control.add_consumer("commands", exchange="commands", routing_key="commands", destination=dest,
@@ -366,6 +368,15 @@ def _per_second(times: list[float], cumulative: list[int], t0: float) -> list[li
         counts[sec] = counts.get(sec, 0) + (c - prev)
         prev = c
     return [[s, counts.get(s, 0)] for s in range(min(counts), max(counts) + 1)]
+
+
+def _check_workers_run(app, destination: list[str] | None, task: str) -> None:
+    """Raise unless every worker answering runs `task` (a stack started without the bench would drop it)."""
+    registered = app.control.inspect(destination=destination, timeout=2.0).registered() or {}
+    if not registered or not all(any(name.split(" ", 1)[0] == task for name in names)
+                                 for names in registered.values()):
+        raise RuntimeError(f"not every Celery worker runs {task}: start them with `-I bench.noop_task`, "
+                           "or leave the ceiling out (--scenarios)")
 
 
 def _lag_series(rows: list[tuple], t0: float, max_points: int = 4000) -> list[list[float]]:
