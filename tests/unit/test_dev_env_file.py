@@ -24,7 +24,8 @@ def test_unset_variables_are_taken_and_set_ones_win(tmp_path, monkeypatch):
     path = tmp_path / "env"
     path.write_text("DATABASE_URL=postgresql+psycopg://from-file/wallet\nREDIS_URL=redis://from-file/0\n"
                     "WALLET_API_KEYS=ignored:x:admin\nnot a line\n")
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+    # Empty counts as unset; unlike delenv of an unset variable, setenv puts back what use_env_file takes.
+    monkeypatch.setenv("DATABASE_URL", "")
     monkeypatch.setenv("REDIS_URL", "redis://mine/1")
     monkeypatch.delenv("WALLET_API_KEYS", raising=False)
     try:
