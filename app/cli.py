@@ -7,13 +7,11 @@ Command groups live with the code they operate and are listed in COMMANDS as
 from __future__ import annotations
 
 import importlib
-import os
-from pathlib import Path
 
 import click
 from sqlalchemy.exc import OperationalError
 
-from app.config import use_env_file
+from app.config import dev_env_file, use_env_file
 
 COMMANDS: dict[str, str] = {
     "history": "history.cli:history",
@@ -48,7 +46,7 @@ def cli() -> None:
 
 def main() -> None:
     # Unset URLs come from the running `make dev` stack, if there is one (it writes them to .dev/env).
-    use_env_file(os.environ.get("WALLET_DEV_ENV", str(Path(__file__).resolve().parent.parent / ".dev" / "env")))
+    use_env_file(dev_env_file())
     try:
         code = cli(prog_name="python -m app.cli", standalone_mode=False)
     except click.exceptions.Abort:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 
 def _int(name: str, default: int) -> int:
@@ -39,6 +40,10 @@ class Settings:
     idempotency_key_ttl_hours: int
     statement_timeout_ms: int
     lock_timeout_ms: int
+    # SQLAlchemy pool per process; the application name (with the pid appended) tells an operator whose backend it is.
+    db_pool_size: int
+    db_max_overflow: int
+    db_application_name: str
     max_wait_seconds: int
     # Outbox relay: rows per batch, poll fallback when no NOTIFY arrives, cap of the retry backoff.
     relay_batch_size: int
@@ -68,10 +73,24 @@ class Settings:
     rate_limit_per_second: int
     command_queue_max_depth: int
     audit_interval_s: int
+    # Logs: "json" lines for machines, "text" for humans; the root level (INFO, DEBUG, ...).
+    log_format: str
+    log_level: str
+    # Set (by gunicorn.conf.py) when several processes serve /metrics and must sum their files; prometheus_client
+    # reads it too, when it is imported.
+    prometheus_multiproc_dir: str | None
 
 
 # The variables a running `make dev` stack writes to .dev/env for operator tools (scripts/devstack.py).
 DEV_ENV_VARS = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_GROUP_ID")
+
+
+def dev_env_file() -> str:
+    """The file a running `make dev` stack writes its URLs to: .dev/env of this checkout, or WALLET_DEV_ENV.
+
+    Read before settings() is built, since the file fills in what settings() reads (see use_env_file).
+    """
+    return os.environ.get("WALLET_DEV_ENV", str(Path(__file__).resolve().parent.parent / ".dev" / "env"))
 
 
 def use_env_file(path: str) -> list[str]:
@@ -120,6 +139,9 @@ def settings() -> Settings:
         idempotency_key_ttl_hours=_int("IDEMPOTENCY_KEY_TTL_HOURS", 72),
         statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", 10000),
         lock_timeout_ms=_int("DB_LOCK_TIMEOUT_MS", 5000),
+        db_pool_size=_int("DB_POOL_SIZE", 10),
+        db_max_overflow=_int("DB_MAX_OVERFLOW", 10),
+        db_application_name=os.environ.get("DB_APPLICATION_NAME", "wallet"),
         max_wait_seconds=30,
         relay_batch_size=_int("RELAY_BATCH_SIZE", 500),
         relay_poll_interval_s=_float("RELAY_POLL_INTERVAL_S", 1.0),
@@ -137,4 +159,7 @@ def settings() -> Settings:
         rate_limit_per_second=_int("RATE_LIMIT", 1000),
         command_queue_max_depth=_int("COMMAND_QUEUE_MAX_DEPTH", 10000),
         audit_interval_s=_int("AUDIT_INTERVAL_S", 300),
+        log_format=os.environ.get("LOG_FORMAT", "json").lower(),
+        log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        prometheus_multiproc_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )

@@ -1,6 +1,7 @@
 """The printed table, the targets of issue 7 with pass/fail, and the PNG plots."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 MEMORY_FLAT_MB_PER_100K = 5.0
@@ -270,6 +271,19 @@ def bulk_lines(results: dict) -> list[str]:
     return lines
 
 
+def _with_gaps(timeline: list[list[float]]) -> tuple[list[float], list[float]]:
+    """x and y of a per-second timeline, broken (NaN) where seconds are missing: no line across the unmeasured."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for x, y in timeline:
+        if xs and x - xs[-1] > 1:
+            xs.append(math.nan)
+            ys.append(math.nan)
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
+
+
 def plots(results: dict, out: Path) -> list[str]:
     import matplotlib
 
@@ -283,13 +297,12 @@ def plots(results: dict, out: Path) -> list[str]:
     for name, f in sc.items():
         tl = f.get("timeline") or []
         if tl:
-            ax.plot([x[0] for x in tl], [x[1] for x in tl], label=f"{name} ({f['completed_per_s']:.0f}/s)")
+            ax.plot(*_with_gaps(tl), label=f"{name} ({f['completed_per_s']:.0f}/s)")
     for key, rate, what in (("bulk", "applied_per_s", "applied transfers/s"), ("pgbench", "tps", "TPC-B tps")):
         f = results.get(key) or {}
         tl = f.get("timeline") or []
         if tl:
-            ax.plot([x[0] for x in tl], [x[1] for x in tl], "--" if key == "pgbench" else "-",
-                    label=f"{key} ({f[rate]:.0f} {what})")
+            ax.plot(*_with_gaps(tl), "--" if key == "pgbench" else "-", label=f"{key} ({f[rate]:.0f} {what})")
     ax.set_xlabel("seconds since the scenario started")
     ax.set_ylabel("completed per second")
     ax.set_title("Throughput over time (jobs completed_at; ceiling: no-op tasks drained; pgbench: its progress)")

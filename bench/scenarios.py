@@ -8,12 +8,15 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from bench import noop_task
 from bench.loadgen import LoadSpec
+from bench.rates import counter_rates
 from bench.stack import REPO, Stack
 
 FINAL = ("succeeded", "failed")
@@ -157,33 +160,44 @@ class Runner:
     # ------------------------------------------------------------------ scenarios
 
     def ceiling(self, tasks: int) -> dict:
-        """Celery no-op tasks drained by the same worker: consumer paused, queue filled, consumer resumed."""
+        """Celery no-op tasks drained by the same worker: consumer paused, queue filled, consumer resumed.
+
+        What is left is read from Redis (the queue, and the tasks delivered and not acked yet). Tasks done
+        count from a reading taken once every task is published and before the consumer resumes, not from
+        `tasks`: other tasks in Redis then (a sweeper's duplicate, an upkeep task) cannot start the count
+        below zero.
+        """
         app = self.stack.celery_app()
         import redis
 
         r = redis.Redis.from_url(self.stack.env["REDIS_URL"])
         dest = [self.stack.worker_hostname] if getattr(self.stack, "worker_hostname", None) else None
+        _check_workers_run(app, dest, noop_task.NAME)
         app.control.cancel_consumer("commands", destination=dest, reply=True, timeout=5)
         time.sleep(0.5)
         with app.producer_or_acquire() as producer:
             for _ in tqdm(range(tasks), desc="   ceiling", unit="task", disable=not self.progress, leave=False,
                           bar_format="{desc}: publishing {n}/{total}"):
-                app.send_task("wallet.bench.noop", queue="commands", producer=producer)
-        samples = []
-        t0 = time.time()
+                app.send_task(noop_task.NAME, queue="commands", producer=producer)
+
+        def left() -> int:
+            return r.llen("commands") + r.hlen("unacked")
+
+        samples = [(time.time(), left())]  # the consumer is paused: nothing drained yet
+        t0, at_start = samples[0]
         app.control.add_consumer("commands", exchange="commands", routing_key="commands", destination=dest,
                                  reply=True, timeout=5)
         bar = tqdm(total=tasks, desc="   ceiling", unit="task", disable=not self.progress)
         t_first = None
         while True:
-            left = r.llen("commands") + r.hlen("unacked")
+            n = left()
             now = time.time()
-            samples.append((now, left))
-            if t_first is None and left < tasks:
-                t_first = samples[-2][0] if len(samples) > 1 else now
-            bar.n = tasks - left
+            samples.append((now, n))
+            if t_first is None and n < at_start:
+                t_first = samples[-2][0]
+            bar.n = min(tasks, at_start - n)
             bar.refresh()
-            if left == 0:
+            if n == 0:
                 break
             if now - t0 > 600:
                 raise RuntimeError("the no-op tasks were not drained within 600 s")
@@ -192,7 +206,10 @@ class Runner:
         t_end = samples[-1][0]
         t_first = t_first or t0
         rate = tasks / max(1e-6, t_end - t_first)
-        timeline = _per_second([t for t, _ in samples], [tasks - left for _, left in samples], t_first)
+        # A worker pops a task from the queue before it records it as unacked, so `left` can read low for a
+        # moment (a task in neither place): the tasks done by a sample are the most seen done up to it.
+        done = accumulate((at_start - n for _, n in samples), max)
+        timeline = counter_rates([(t, d) for (t, _), d in zip(samples, done, strict=True) if t >= t_first], t_first)
         return {"name": "ceiling", "tasks": tasks, "drain_s": round(t_end - t_first, 3),
                 "completed_per_s": round(rate, 1), "t0": t_first, "t1": t_end, "timeline": timeline,
                 "processes": self._procs(t_first, t_end, tasks)}
@@ -366,6 +383,15 @@ def _per_second(times: list[float], cumulative: list[int], t0: float) -> list[li
         counts[sec] = counts.get(sec, 0) + (c - prev)
         prev = c
     return [[s, counts.get(s, 0)] for s in range(min(counts), max(counts) + 1)]
+
+
+def _check_workers_run(app, destination: list[str] | None, task: str) -> None:
+    """Raise unless every worker answering runs `task` (a stack started without the bench would drop it)."""
+    registered = app.control.inspect(destination=destination, timeout=2.0).registered() or {}
+    if not registered or not all(any(name.split(" ", 1)[0] == task for name in names)
+                                 for names in registered.values()):
+        raise RuntimeError(f"not every Celery worker runs {task}: start them with `-I bench.noop_task`, "
+                           "or leave the ceiling out (--scenarios)")
 
 
 def _lag_series(rows: list[tuple], t0: float, max_points: int = 4000) -> list[list[float]]:

@@ -129,8 +129,7 @@ class Stack:
         py = sys.executable
         self._spawn("api", [py, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
                             "app.api:create_app()"])
-        self._spawn("celery", [py, "-m", "celery", "-A", "tasks", "worker", "-Q", "commands,maintenance",
-                               "--concurrency", str(o.celery_workers), "-l", o.log_level, "-n", self.worker_name])
+        self._spawn_worker(o.celery_workers)
         if o.beat:
             self._spawn("beat", [py, "-m", "celery", "-A", "tasks", "beat", "-l", o.log_level, "--schedule",
                                  env["CELERY_BEAT_SCHEDULE"]])
@@ -144,11 +143,14 @@ class Stack:
     def restart_worker(self, concurrency: int, pool: str = "prefork", timeout: float = 60.0) -> None:
         """Replace the Celery worker by one with `concurrency` processes (or threads) of `pool`; wait until it answers."""
         self._stop_kind("celery")
-        py = sys.executable
-        self._spawn("celery", [py, "-m", "celery", "-A", "tasks", "worker", "-Q", "commands,maintenance",
-                               "--pool", pool, "--concurrency", str(concurrency), "-l", self.opts.log_level,
-                               "-n", self.worker_name])
+        self._spawn_worker(concurrency, pool)
         self._wait_worker(time.monotonic() + timeout)
+
+    def _spawn_worker(self, concurrency: int, pool: str = "prefork") -> None:
+        """The Celery worker of the wallet's queues, also running the bench's no-op task (bench/noop_task.py)."""
+        self._spawn("celery", [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "commands,maintenance",
+                               "-I", "bench.noop_task", "--pool", pool, "--concurrency", str(concurrency),
+                               "-l", self.opts.log_level, "-n", self.worker_name])
 
     def _attach(self) -> "Stack":
         o = self.opts

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import sys
 import threading
@@ -36,9 +35,6 @@ from history import store
 from history.projector import InvalidEvent, project
 
 log = logging.getLogger("history.worker")
-
-# Fault injection for the test suite only: exit right after the first DB commit, before the offset commit.
-_EXIT_AFTER_DB_COMMIT = os.environ.get("HISTORY_WORKER_EXIT_AFTER_DB_COMMIT") == "1"
 
 
 class _AssignmentLog(ConsumerRebalanceListener):
@@ -336,9 +332,6 @@ def _consume(stop: StopFlag, health: ConsumerHealth, watchdog: LoopWatchdog) -> 
             if duplicates:
                 log.info("batch of %d messages: %d rows inserted, %d already present", len(messages), inserted,
                          duplicates)
-            if _EXIT_AFTER_DB_COMMIT:
-                log.warning("test fault injection: exiting after the DB commit, before the offset commit")
-                os._exit(70)
             offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batch.items()}
             _report_consumer_lag(consumer, batch)
             try:

@@ -78,4 +78,3 @@ def _stop_heartbeat(**_):
 
 
 from tasks import commands, maintenance  # noqa: E402,F401  (register the tasks)
-from tasks import bench  # noqa: E402,F401  (wallet.bench.noop: the ceiling of `make bench`)

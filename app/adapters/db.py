@@ -60,12 +60,12 @@ def engine() -> Engine:
         s = settings()
         _engine = create_engine(
             s.database_url,
-            pool_size=int(os.environ.get("DB_POOL_SIZE", 10)),
-            max_overflow=int(os.environ.get("DB_MAX_OVERFLOW", 10)),
+            pool_size=s.db_pool_size,
+            max_overflow=s.db_max_overflow,
             connect_args={
                 "options": f"-c statement_timeout={s.statement_timeout_ms} -c lock_timeout={s.lock_timeout_ms}",
                 # The pid lets an operator (or a test) find the process behind a backend.
-                "application_name": f"{os.environ.get('DB_APPLICATION_NAME', 'wallet')}:{os.getpid()}",
+                "application_name": f"{s.db_application_name}:{os.getpid()}",
             },
         )
         if _options["pool_pre_ping"]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import os
 import sys
 from datetime import datetime, timezone
+
+from app.config import settings
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
@@ -46,7 +47,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def formatter(service: str) -> logging.Formatter:
-    if os.environ.get("LOG_FORMAT", "json").lower() == "text":
+    if settings().log_format == "text":
         return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     return JsonFormatter(service)
 
@@ -57,6 +58,6 @@ def configure(service: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(service))
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    root.setLevel(settings().log_level)
     for noisy in ("kafka", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -302,7 +302,7 @@ def _histogram(name, help_text, label_names, buckets, stored):
 def render(extra_collectors=()) -> bytes:
     """The /metrics body: this API's processes, the cluster-wide metrics, and scrape-time gauges."""
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings().prometheus_multiproc_dir:
         MultiProcessCollector(registry)
     else:
         from prometheus_client import REGISTRY

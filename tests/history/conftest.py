@@ -62,10 +62,11 @@ class Pipeline:
                      timeout=30, what="the relay to take the lead")
         return proc
 
-    def start_history_worker(self, wait: bool = False, **env) -> subprocess.Popen:
+    def start_history_worker(self, wait: bool = False, module: str = "history.worker", **env) -> subprocess.Popen:
+        """A history worker; `module` may name a fault entry point of tests.faults that runs it."""
         name = self._name("history-worker")
         env.setdefault("KAFKA_GROUP_ID", self.group_id)
-        proc = self.group.start([sys.executable, "-m", "history.worker"], log_name=name, **env)
+        proc = self.group.start([sys.executable, "-m", module], log_name=name, **env)
         self.log_names[proc.pid] = name
         self.history_workers.append(proc)
         if wait:

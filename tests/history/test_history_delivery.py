@@ -11,6 +11,7 @@ from sqlalchemy import text
 from app.adapters.db import engine
 from conftest import Tansu, history_rows, outbox_backlog, paused, wait_caught_up, wallet_client
 from tests.conftest import wait_for
+from tests.faults import crash_after_db_commit
 from tests.helpers import create_wallet, funded_wallet, run
 
 
@@ -110,9 +111,10 @@ def test_a_worker_killed_between_db_commit_and_offset_commit_leaves_no_duplicate
             assert run(client, f"/wallets/{wallet}/fund", {"amount": amount})["status"] == "succeeded"
         wait_for(lambda: outbox_backlog() == 0, timeout=10, what="the relay")
         # Its first batch must reach the end of the topic, which holds what every earlier test published.
-        crashy = pipeline.start_history_worker(KAFKA_GROUP_ID=group, HISTORY_WORKER_EXIT_AFTER_DB_COMMIT="1",
+        crashy = pipeline.start_history_worker(module=crash_after_db_commit.__name__, KAFKA_GROUP_ID=group,
                                                HISTORY_MAX_POLL_RECORDS="100000")
-        assert crashy.wait(60) == 70  # it stored a batch, then died before committing the offsets
+        # It stored a batch, then died before committing the offsets.
+        assert crashy.wait(60) == crash_after_db_commit.EXIT_CODE
         pipeline.stop(crashy)
         assert len(history_rows(wallet)) >= 2  # the batch is in the database ...
         from history.ops import consumer_lag

@@ -76,11 +76,12 @@ def test_flower_shows_a_fund_command_under_its_job_id(processes, client):
         return bool(get("/api/workers?refresh=1"))
 
     def events_flowing():
-        """Flower switches task events on in the running workers; they reach it a few seconds later."""
-        from tasks import celery_app
+        """Flower switches task events on in the running workers; they reach it a few seconds later.
 
+        The probe is the task of a fund job that does not exist: the worker runs it and finds nothing to do.
+        """
         probe = str(uuid.uuid4())
-        celery_app.send_task("wallet.bench.noop", task_id=probe, queue="commands")
+        command_queue.enqueue(probe, commands.FUND)
         try:
             return wait_for(lambda: get(f"/api/task/info/{probe}"), timeout=2, what="the probe", interval=0.2)
         except AssertionError:
