@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 
 
 class InvalidEvent(ValueError):
@@ -120,8 +120,11 @@ def _money(event: dict, field: str) -> Decimal | None:
         amount = Decimal(value)
     except InvalidOperation as e:
         raise InvalidEvent(f"{field} must be a decimal string") from e
-    if not amount.is_finite() or amount < 0 or amount >= 10 ** 35 or amount != amount.quantize(Decimal("0.001")):
+    if not amount.is_finite() or amount < 0 or amount >= 10 ** 35:
         raise InvalidEvent(f"{field} is out of range")
+    with localcontext(prec=40):  # 35 integer digits and 3 decimals (NUMERIC(38,3)) quantize without an error
+        if amount != amount.quantize(Decimal("0.001")):
+            raise InvalidEvent(f"{field} has more than 3 decimals")
     return amount
 
 
