@@ -201,7 +201,6 @@ class WalletStore:
         self.one_statement = one_statement
         self._pending: list[tuple[str, dict]] = []
         self._checks: list[str] = []  # expect_rows(...) over pending statements
-        self._sent_writes = False  # after a write, reads may see this transaction's own uncommitted rows
         self._now: datetime | None = None
 
     def _run(self, sql: str, params: dict) -> CursorResult:
@@ -211,7 +210,6 @@ class WalletStore:
         """A write sent on its own: only inside a transaction, never in one-statement mode."""
         if self.one_statement:
             raise RuntimeError("a one-statement command may not send a write on its own")
-        self._sent_writes = True
         return self._run(sql, params)
 
     def _run_checked(self, sql: str, params: dict) -> CursorResult:
@@ -507,7 +505,6 @@ class WalletStore:
             raise RuntimeError("a one-statement command may not send its writes before the job's final UPDATE")
         checks = " AND ".join(self._checks) or "true"
         sql, params = self._with_pending(f"SELECT {checks}", {})
-        self._sent_writes = True
         self._run_checked(sql, params)
 
 

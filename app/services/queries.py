@@ -9,7 +9,7 @@ from app.adapters.db import engine
 from app.adapters.store import WALLET_VIEW_COLUMNS
 from app.domain.money import Money, format_amount
 from app.services import cursors
-from app.services.views import hold_view, job_view, timestamp, transaction_view, wallet_view
+from app.services.views import job_view, timestamp, transaction_view, wallet_view
 
 JOB_COLUMNS = ("j.id, j.tenant_id, j.type, j.status, j.attempts, j.result, j.error, j.request_id, "
                "j.created_at, j.updated_at, j.completed_at")
@@ -52,10 +52,6 @@ def wallet_facts(wallet_ids: list[str], tenant_id: str | None) -> dict[str, dict
     return {w: cache[w] for w in wallet_ids
             if w in cache and (tenant_id is None or cache[w]["tenant_id"] == tenant_id)}
 
-
-def get_wallet(wallet_id: str, tenant_id: str | None) -> dict | None:
-    row = wallet_row(wallet_id, tenant_id)
-    return wallet_view(row) if row else None
 
 
 def list_user_wallets(user_id: str, tenant_id: str | None, limit: int, cursor: str | None) -> dict:
@@ -111,10 +107,6 @@ def hold_row(hold_id: str, tenant_id: str | None) -> dict | None:
     return dict(row) if row else None
 
 
-def get_hold(hold_id: str, tenant_id: str | None) -> dict | None:
-    row = hold_row(hold_id, tenant_id)
-    return hold_view(row, row["read_at"]) if row else None
-
 
 def transaction_row(transaction_id: str, tenant_id: str | None) -> dict | None:
     with engine().connect() as conn:
@@ -123,10 +115,6 @@ def transaction_row(transaction_id: str, tenant_id: str | None) -> dict | None:
                            {"id": transaction_id, "tenant": tenant_id}).mappings().first()
     return dict(row) if row else None
 
-
-def get_transaction(transaction_id: str, tenant_id: str | None) -> dict | None:
-    row = transaction_row(transaction_id, tenant_id)
-    return transaction_view(row) if row else None
 
 
 _BALANCE_AT = text("""
