@@ -33,10 +33,11 @@ def _list_args(cursor_format: cursors.CursorFormat) -> dict:
     cursor = args.get("cursor")
     if cursor is not None and not re.fullmatch(cursor_format.pattern, cursor):
         errors["cursor"] = [cursors.MALFORMED]
-    types = [t.strip() for value in args.getlist("type") for t in value.split(",") if t.strip()] or None
+    types = [t for value in args.getlist("type") for t in value.split(",")] or None
     unknown = sorted(set(types or ()) - KNOWN_TYPES)
     if unknown:
-        errors["type"] = [f"unknown event type {', '.join(unknown)}; one of {', '.join(sorted(KNOWN_TYPES))}"]
+        errors["type"] = [f"unknown event type {', '.join(map(repr, unknown))}; one or more of "
+                          f"{', '.join(sorted(KNOWN_TYPES))}, comma-separated"]
     bounds = {}
     for name in ("from", "to"):
         if name in args:

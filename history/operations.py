@@ -14,10 +14,14 @@ TITLE = "Wallet History API"
 DESCRIPTION = "The event-sourced history of wallets and users, read from the projection of the Kafka events."
 
 
+_ONE_TYPE = "(" + "|".join(sorted(KNOWN_TYPES)) + ")"
+TYPES_PATTERN = f"^{_ONE_TYPE}(,{_ONE_TYPE})*$"  # exactly what the API accepts: no spaces, no empty item
+
+
 class HistoryQuery(Schema):
     limit = fields.Integer(validate=validate.Range(1, 500), metadata={"default": 50})
-    type = fields.String(validate=validate.OneOf(sorted(KNOWN_TYPES)),
-                         metadata={"description": "only events of this type (comma-separated list accepted)"})
+    type = fields.String(metadata={"description": "only events of these types, comma-separated",
+                                   "pattern": TYPES_PATTERN})
     from_ = fields.AwareDateTime(data_key="from", format="iso")
     to = fields.AwareDateTime(format="iso")
 

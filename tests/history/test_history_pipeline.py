@@ -169,7 +169,8 @@ def test_unknown_wallet_or_user_reads_as_empty(history_client):
 
 @pytest.mark.parametrize("query, field", [
     ("limit=0", "limit"), ("limit=501", "limit"), ("limit=ten", "limit"), ("cursor=%%%", "cursor"),
-    ("cursor=eyJ4IjoxfQ", "cursor"), ("type=NOT_A_TYPE", "type"), ("from=yesterday", "from"),
+    ("cursor=eyJ4IjoxfQ", "cursor"), ("type=NOT_A_TYPE", "type"), ("type=", "type"),
+    ("type=WALLET_CREATED,%20WALLET_FUNDED", "type"), ("type=WALLET_CREATED,", "type"), ("from=yesterday", "from"),
     ("to=2026-01-01T00:00:00", "to"), ("from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", "to"),
 ])
 def test_malformed_query_is_422_problem(history_client, query, field):
