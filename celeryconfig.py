@@ -69,5 +69,7 @@ beat_schedule = {
     # The whole-ledger audit; its last result is in audit_runs (`python -m app.cli audit last`).
     "audit-ledger": {"task": "wallet.maintenance.audit_ledger", "schedule": float(_s.audit_interval_s)},
     "purge-idempotency-keys": {"task": "wallet.maintenance.purge_idempotency_keys", "schedule": 3600.0},
+    # Webhook retries that came due and attempts whose task was lost; on the webhooks queue.
+    "publish-due-webhooks": {"task": "wallet.webhooks.publish_due", "schedule": 10.0},
 }
 timezone = "UTC"

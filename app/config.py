@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from app.domain.webhooks import parse_schedule
+
 
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
@@ -76,10 +78,19 @@ class Settings:
     # Logs: "json" lines for machines, "text" for humans; the root level (INFO, DEBUG, ...).
     log_format: str
     log_level: str
+    # Webhooks: seconds between attempts (then the delivery fails), whether loopback and private addresses may
+    # be called (development receivers are local; link-local and metadata addresses never), and the Kafka
+    # consumer group of the dispatcher that turns events into deliveries.
+    webhook_retry_schedule: tuple[int, ...]
+    webhook_allow_private_urls: bool
+    webhook_group_id: str
     # Set (by gunicorn.conf.py) when several processes serve /metrics and must sum their files; prometheus_client
     # reads it too, when it is imported.
     prometheus_multiproc_dir: str | None
 
+
+# About three days: 5 s, 5 min, 30 min, 2 h, 5 h, then every 10 h (13 attempts in all).
+DEFAULT_WEBHOOK_SCHEDULE = "5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000,36000"
 
 # The variables a running `make dev` stack writes to .dev/env for operator tools (scripts/devstack.py).
 DEV_ENV_VARS = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_GROUP_ID")
@@ -162,4 +173,7 @@ def settings() -> Settings:
         log_format=os.environ.get("LOG_FORMAT", "json").lower(),
         log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
         prometheus_multiproc_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        webhook_retry_schedule=parse_schedule(os.environ.get("WEBHOOK_RETRY_SCHEDULE", DEFAULT_WEBHOOK_SCHEDULE)),
+        webhook_allow_private_urls=os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "0") == "1",
+        webhook_group_id=os.environ.get("WEBHOOK_GROUP_ID", "webhook-dispatcher"),
     )

@@ -41,11 +41,17 @@ def rule_for(event_type: str) -> Rule:
     return RULES.get(event_type) or Rule(event_type, event_type)
 
 
+# Events on the topic that change no wallet: a job's outcome (for webhooks), not history.
+NOT_HISTORY = frozenset({"JOB_SUCCEEDED", "JOB_FAILED"})
+
+
 def project(event: object) -> list[dict]:
-    """The history rows of an event; raises InvalidEvent when it is malformed."""
+    """The history rows of an event (none for a job's outcome); raises InvalidEvent when it is malformed."""
     if not isinstance(event, dict):
         raise InvalidEvent("event is not a JSON object")
     event_type = _text(event, "event_type")
+    if event_type in NOT_HISTORY:
+        return []
     rule = rule_for(event_type)
     common = {
         "event_id": _uuid(event, "event_id"),

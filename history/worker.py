@@ -9,15 +9,22 @@ metrics update, for at most that much extra lag; an event after a quiet spell
 is written at once. A message that can never be projected is stored in
 history_dead_letters with its topic, partition and offset, and the partition
 moves on. Runs as many instances as the topic has partitions.
+
+The consumer loop (batches, offset commits after the DB commit, stall
+handling) is shared with the webhook dispatcher (app/webhook_dispatcher.py),
+which is the same loop in a group of its own with another `Consumption`.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from kafka import ConsumerRebalanceListener
@@ -35,6 +42,16 @@ from history import store
 from history.projector import InvalidEvent, project
 
 log = logging.getLogger("history.worker")
+
+
+@dataclass(frozen=True)
+class Consumption:
+    """What a consumer-group process does with the events: its name, its group, how a batch is applied."""
+
+    kind: str  # in logs, metrics and the pipeline heartbeats read by /ready: "history", "webhooks"
+    group_id: Callable[[], str]  # read when the consumer is built (settings may change in tests)
+    apply: Callable[[list], tuple[int, int]]  # messages -> (new, already applied)
+    report_lag: bool = True  # the history consumer's per-partition lag gauge
 
 
 class _AssignmentLog(ConsumerRebalanceListener):
@@ -161,8 +178,10 @@ class ConsumerHealth:
     does not count towards either remedy (neither brings the broker back).
     """
 
-    def __init__(self, stall_timeout_s: float, broker_answers=kafka_clients.broker_answers):
+    def __init__(self, stall_timeout_s: float, consumption: Consumption | None = None,
+                 broker_answers=kafka_clients.broker_answers):
         self.stall_timeout_s = stall_timeout_s
+        self.consumption = consumption or HISTORY
         self.clock = StallClock()
         self.lag: int | None = None
         self._broker_answers = broker_answers
@@ -171,7 +190,7 @@ class ConsumerHealth:
 
     def applied(self) -> None:
         if self._rebuilt:
-            log.info("history worker applying events again after a stall")
+            log.info("%s consumer applying events again after a stall", self.consumption.kind)
             self._rebuilt = False
         self.clock.progressed()
 
@@ -182,7 +201,7 @@ class ConsumerHealth:
             return False
         self._next_check = now + LAG_CHECK_EVERY_S
         try:
-            self.lag = _lag(consumer)
+            self.lag = _lag(consumer, self.consumption)
         except BrokerUnreachable:  # the check's own clients found no broker: an outage, not a stall
             self.lag = None
             self.clock.broker_away()
@@ -200,8 +219,8 @@ class ConsumerHealth:
         if own >= 2 * rebuild_after:
             raise ConsumerWedged(f"the broker answers a fresh client, yet no event was applied for {own:.0f} s")
         if own >= rebuild_after and not self._rebuilt:
-            log.error("history worker stalled: %s events wait and none was applied for %.0f s; rebuilding the"
-                      " Kafka consumer", "unknown" if self.lag is None else self.lag, own,
+            log.error("%s consumer stalled: %s events wait and none was applied for %.0f s; rebuilding the"
+                      " Kafka consumer", self.consumption.kind, "unknown" if self.lag is None else self.lag, own,
                       extra={"stalled_s": round(own, 1), "lag": self.lag})
             self._rebuilt = True
             return True
@@ -211,14 +230,14 @@ class ConsumerHealth:
         return 0.0 if self.lag == 0 else self.clock.stalled_for()
 
     def beat(self) -> None:
-        readiness.pipeline_heartbeat("history", stalled_s=self.stalled_s(), pending=self.lag)
+        readiness.pipeline_heartbeat(self.consumption.kind, stalled_s=self.stalled_s(), pending=self.lag)
 
 
 class ConsumerWedged(Exception):
     """The history worker applies nothing although the broker answers: only a restart is left."""
 
 
-def _lag(consumer) -> int | None:
+def _lag(consumer, consumption: Consumption) -> int | None:
     """Events between the group's committed offsets and the end of the partitions this worker owns (None: unknown).
 
     Read by clients of their own (history.ops.consumer_lag), never through the
@@ -233,11 +252,11 @@ def _lag(consumer) -> int | None:
     from history.ops import consumer_lag
 
     assigned = consumer.assignment()
-    lags = _bounded(consumer_lag, LAG_CHECK_BOUND_S)  # raises BrokerUnreachable
+    lags = _bounded(lambda: consumer_lag(consumption.group_id()), LAG_CHECK_BOUND_S)  # raises BrokerUnreachable
     if lags is None:  # the topic is unknown
         return None
     if not assigned:
-        members = len(readiness.pipeline_processes()["history"])
+        members = len(readiness.pipeline_processes()[consumption.kind])
         return 0 if lags and members > len(lags) else None
     owned = {tp.partition for tp in assigned}
     return sum(max(0, p.end - (p.committed or 0)) for p in lags if p.partition in owned)
@@ -265,26 +284,28 @@ def _bounded(fn, seconds: float):
     return result[0]
 
 
-def _new_consumer(topic: str):
-    consumer = kafka_clients.consumer()
+def _new_consumer(topic: str, consumption: Consumption):
+    group_id = consumption.group_id()
+    consumer = kafka_clients.consumer(group_id=group_id, client_id=f"{consumption.kind}-{os.getpid()}")
     consumer.subscribe([topic], listener=_AssignmentLog())
-    log.info("consuming %s as group %s", topic, settings().kafka_group_id)
+    log.info("consuming %s as group %s", topic, group_id)
     return consumer
 
 
-def run() -> int:
+def run(consumption: Consumption | None = None, service: str = "history-worker") -> int:
+    consumption = consumption or HISTORY
     s = settings()
-    logs.configure("history-worker")
+    logs.configure(service)
     stop = StopFlag(log).install()
-    health = ConsumerHealth(s.history_stall_timeout_s)
+    health = ConsumerHealth(s.history_stall_timeout_s, consumption)
     # A consumer call that outlives every bound cannot be aborted from another thread: the watchdog exits.
     watchdog = LoopWatchdog(log, stuck_after=s.history_stall_timeout_s, on_stuck=lambda: None,
                             beat=health.beat).start()
     try:
-        return _consume(stop, health, watchdog)
+        return _consume(stop, health, watchdog, consumption)
     except ConsumerWedged as e:
-        log.critical("history worker wedged (%s): exiting with status %d for the supervisor to restart it", e,
-                     EXIT_WEDGED)
+        log.critical("%s wedged (%s): exiting with status %d for the supervisor to restart it", service,
+                     e, EXIT_WEDGED)
         return EXIT_WEDGED
     finally:
         watchdog.stop()
@@ -292,7 +313,7 @@ def run() -> int:
         dispose_engine()
 
 
-def _consume(stop: StopFlag, health: ConsumerHealth, watchdog: LoopWatchdog) -> int:
+def _consume(stop: StopFlag, health: ConsumerHealth, watchdog: LoopWatchdog, consumption: Consumption) -> int:
     s = settings()
     consumer = None
     backoff = 0.5
@@ -302,7 +323,7 @@ def _consume(stop: StopFlag, health: ConsumerHealth, watchdog: LoopWatchdog) -> 
         watchdog.tick()
         try:
             if consumer is None:
-                consumer = _new_consumer(s.kafka_topic)
+                consumer = _new_consumer(s.kafka_topic, consumption)
             batch = consumer.poll(timeout_ms=500)
             if not batch:
                 if health.check(consumer):
@@ -316,7 +337,7 @@ def _consume(stop: StopFlag, health: ConsumerHealth, watchdog: LoopWatchdog) -> 
             last_batch = time.monotonic()
             messages = [m for records in batch.values() for m in records]
             try:
-                inserted, duplicates = apply_batch(messages)
+                inserted, duplicates = consumption.apply(messages)
             except Exception:
                 # The database is away (or a bug): rewind so the batch is read again, then back off.
                 log.exception("batch of %d messages not stored; will retry", len(messages))
@@ -333,7 +354,8 @@ def _consume(stop: StopFlag, health: ConsumerHealth, watchdog: LoopWatchdog) -> 
                 log.info("batch of %d messages: %d rows inserted, %d already present", len(messages), inserted,
                          duplicates)
             offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batch.items()}
-            _report_consumer_lag(consumer, batch)
+            if consumption.report_lag:
+                _report_consumer_lag(consumer, batch)
             try:
                 consumer.commit(offsets, timeout_ms=REQUEST_BOUND_MS)
             except KafkaError as e:
@@ -361,6 +383,8 @@ def _close(consumer) -> None:
     except Exception:  # noqa: BLE001 - closing a broken client
         log.debug("consumer close failed", exc_info=True)
 
+
+HISTORY = Consumption("history", lambda: settings().kafka_group_id, lambda messages: apply_batch(messages))
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -643,6 +643,7 @@ def _process_env(services_env: Mapping[str, str], state_dir: Path) -> tuple[dict
         key_file.chmod(0o600)
         generated["WALLET_API_KEYS"] = env["WALLET_API_KEYS"] = f"{token}:dev:read|write|admin"
     env.setdefault("CELERY_BEAT_SCHEDULE", str(state_dir / "celerybeat-schedule"))
+    env.setdefault("WEBHOOK_ALLOW_PRIVATE_URLS", "1")  # development receivers run on this machine
     # Make the repo importable for `python -m app.relay` etc. whatever the cwd.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     # Put the interpreter's bin dir first so gunicorn/celery/alembic come from the same venv.

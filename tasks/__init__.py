@@ -77,4 +77,4 @@ def _stop_heartbeat(**_):
     _heartbeat_stop.set()
 
 
-from tasks import commands, maintenance  # noqa: E402,F401  (register the tasks)
+from tasks import commands, maintenance, webhooks  # noqa: E402,F401  (register the tasks)

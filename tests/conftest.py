@@ -80,6 +80,7 @@ def stack():
         "KAFKA_GROUP_ID": f"history-test-{uuid.uuid4().hex[:6]}",
         "REQUEUE_QUEUED_AFTER_S": "5",
         "REQUEUE_RUNNING_AFTER_S": "5",
+        "WEBHOOK_ALLOW_PRIVATE_URLS": "1",  # the tests' webhook receivers listen on 127.0.0.1
         "WALLET_API_KEYS": ",".join(f"{token}:{tenant}:{scopes}" for token, (tenant, scopes) in TEST_KEYS.items()),
     }
     os.environ.update(test_env)

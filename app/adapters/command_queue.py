@@ -59,3 +59,21 @@ def revoke(job_id: str) -> None:
         celery_app.control.revoke(job_id)
     except Exception:  # noqa: BLE001 - a canceled job is skipped by its task whatever happens here
         log.warning("could not revoke the task of job %s", job_id, exc_info=True, extra={"job_id": job_id})
+
+
+WEBHOOKS_QUEUE = "webhooks"
+DELIVER_TASK = "wallet.webhooks.deliver"
+
+
+def enqueue_delivery(delivery_id: str) -> bool:
+    """Publish one attempt at a webhook delivery on the `webhooks` queue. False when the broker is away.
+
+    The delivery row is committed already: a lost publish is found by the
+    `wallet.webhooks.enqueue_due` sweep.
+    """
+    try:
+        celery_app.send_task(DELIVER_TASK, args=[delivery_id], queue=WEBHOOKS_QUEUE)
+        return True
+    except Exception:  # noqa: BLE001 - any broker failure; the sweep publishes it again
+        log.warning("could not publish webhook delivery %s; the sweep will", delivery_id, exc_info=True)
+        return False

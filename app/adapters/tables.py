@@ -191,3 +191,63 @@ audit_runs = Table(
     Column("ok", Boolean, nullable=False),
     Column("problems", JSONB, nullable=False),
 )
+
+# Webhooks (migration 0010): endpoints a tenant registers, one delivery per notification and endpoint,
+# and every attempt at it.
+webhook_endpoints = Table(
+    "webhook_endpoints", metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("events", ARRAY(Text), nullable=False),  # notification types, or ['*']
+    Column("description", Text),
+    Column("status", Text, nullable=False, server_default="enabled"),
+    # The signing secrets are kept as issued (an HMAC needs the key itself); during a rotation the previous
+    # one signs too until previous_secret_expires_at.
+    Column("secret", Text, nullable=False),
+    Column("previous_secret", Text),
+    Column("previous_secret_expires_at", DateTime(timezone=True)),
+    Column("failing_since", DateTime(timezone=True)),  # the first failed attempt since the last success
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("status IN ('enabled', 'disabled')", name="status_known"),
+    Index(None, "tenant_id", "created_at"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("endpoint_id", UUID(as_uuid=False), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("tenant_id", Text, nullable=False),
+    Column("webhook_id", Text, nullable=False),  # the same on every attempt: receivers deduplicate on it
+    Column("event_type", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),  # the body {"type", "timestamp", "data"}, the same on every attempt
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("lease_until", DateTime(timezone=True)),  # an attempt in flight owns the delivery until then
+    Column("enqueued_at", DateTime(timezone=True), server_default=NOW),  # its task was published then
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("completed_at", DateTime(timezone=True)),
+    CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
+    UniqueConstraint("endpoint_id", "webhook_id"),  # a notification fans out to an endpoint once
+    Index(None, "endpoint_id", "created_at", "id"),
+    Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts", metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("delivery_id", UUID(as_uuid=False), ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    UniqueConstraint("delivery_id", "attempt"),
+)

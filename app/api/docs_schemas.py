@@ -166,6 +166,8 @@ class HistoryWorkerStatus(Schema):
 class PipelineStatus(Schema):
     relay = fields.Nested(RelayStatus, required=True)
     history = fields.Nested(HistoryWorkerStatus, required=True)
+    webhooks = fields.Nested(HistoryWorkerStatus, required=True,
+                             metadata={"description": "the webhook dispatchers (events → deliveries), like history"})
 
 
 class ReadyOut(Schema):
@@ -174,3 +176,38 @@ class ReadyOut(Schema):
     down = fields.List(fields.String())
     pipeline = fields.Nested(PipelineStatus, required=True,
                              metadata={"description": "whether events flow from the outbox to the history"})
+
+
+class WebhookEndpointOut(Schema):
+    id = fields.UUID(required=True)
+    url = fields.String(required=True)
+    events = fields.List(fields.String(), required=True)
+    description = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True, metadata={"enum": ["enabled", "disabled"]})
+    created_at = fields.DateTime(required=True)
+    secret = fields.String(metadata={"description": "whsec_…: only in the answer to a registration or a rotation",
+                                     "pattern": "^whsec_[A-Za-z0-9+/]+={0,2}$"})
+
+
+class WebhookEndpointList(Schema):
+    items = fields.List(fields.Nested(WebhookEndpointOut), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class WebhookDeliveryOut(Schema):
+    id = fields.UUID(required=True)
+    endpoint_id = fields.UUID(required=True)
+    webhook_id = fields.String(required=True, metadata={"description": "the webhook-id header, the same on every "
+                                                                       "attempt"})
+    event_type = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["pending", "succeeded", "failed"]})
+    attempts = fields.Integer(required=True)
+    last_status_code = fields.Integer(required=True, allow_none=True)
+    last_error = fields.String(required=True, allow_none=True)
+    next_attempt_at = fields.DateTime(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+
+
+class WebhookDeliveryList(Schema):
+    items = fields.List(fields.Nested(WebhookDeliveryOut), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)

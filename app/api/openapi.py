@@ -67,6 +67,7 @@ class Operation:
     other_json_responses: tuple[tuple[int, str], ...] = ()  # (status, description), same body as the 200
     description: str | None = None
     problems: tuple[int, ...] = ()  # further problem+json statuses the operation answers with
+    success: int = 200  # the status of a read's or a synchronous change's answer (201 created, 204 no body)
 
 
 def _problem(description: str) -> dict:
@@ -91,12 +92,15 @@ def _operation(rule, method: str, op: Operation) -> dict:
         doc["responses"]["200"] = {"description": f"The {what}, final (Prefer: wait) or replayed (Idempotency-Key)",
                                    **job}
     elif op.response is not None:
-        doc["responses"]["200"] = {"description": "OK", "content": {"application/json": {"schema": op.response}}}
+        doc["responses"][str(op.success)] = {"description": "OK",
+                                             "content": {"application/json": {"schema": op.response}}}
         for status, description in op.other_json_responses:
             doc["responses"][str(status)] = {"description": description,
                                              "content": {"application/json": {"schema": op.response}}}
     elif op.text is not None:
         doc["responses"]["200"] = {"description": "OK", "content": {op.text: {"schema": {"type": "string"}}}}
+    elif op.success == 204:
+        doc["responses"]["204"] = {"description": "Done; no body"}
     if op.body is not None:
         doc["requestBody"] = {"required": method != "put" and bool(op.body._declared_fields) and any(
             f.required for f in op.body._declared_fields.values()),

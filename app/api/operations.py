@@ -57,6 +57,22 @@ OPERATIONS: dict[str, Operation] = {
     "batches.get_batch": Operation("A batch: its status and its jobs' counts", response=out.BatchOut),
     "batches.list_batch_jobs": Operation("A batch's jobs, in command order", response=out.JobList,
                                          query=body.BatchJobsQuerySchema),
+    "webhooks.register": Operation(
+        "Register a webhook endpoint; its signing secret is in this answer only", body=body.WebhookEndpointSchema,
+        response=out.WebhookEndpointOut, success=201, tags=("webhooks",),
+        description="422 WEBHOOK_URL_NOT_ALLOWED for a URL that is not http(s), longer than 2048 characters, or "
+                    "whose host resolves to a loopback, private, link-local or metadata address."),
+    "webhooks.list_endpoints": Operation("The tenant's webhook endpoints (no secrets)", tags=("webhooks",),
+                                         response=out.WebhookEndpointList),
+    "webhooks.get_endpoint": Operation("A webhook endpoint", response=out.WebhookEndpointOut, tags=("webhooks",)),
+    "webhooks.delete_endpoint": Operation("Delete a webhook endpoint and its deliveries", success=204,
+                                          tags=("webhooks",)),
+    "webhooks.rotate_secret": Operation("A new signing secret; the previous one signs too for 24 h",
+                                        response=out.WebhookEndpointOut, tags=("webhooks",)),
+    "webhooks.list_deliveries": Operation("An endpoint's deliveries, newest first", tags=("webhooks",),
+                                          response=out.WebhookDeliveryList, query=body.DeliveriesQuerySchema),
+    "webhooks.retry_delivery": Operation("Deliver again now, with the same webhook-id", success=202,
+                                         response=out.WebhookDeliveryOut, tags=("webhooks",)),
     "metrics.metrics_endpoint": Operation("Prometheus metrics (admin key)", tags=("operations",), text="text/plain",
                                           description="Prometheus text format; see the README for the series."),
 }

@@ -215,3 +215,20 @@ class BalanceQuerySchema(Schema):
 class StatementQuerySchema(Schema):
     from_ = fields.AwareDateTime(format="iso", data_key="from")
     to = fields.AwareDateTime(format="iso")
+
+
+class WebhookEndpointSchema(Schema):
+    url = fields.String(required=True, validate=validate.Length(1, 2048),
+                        metadata={"description": "http(s) URL the notifications are POSTed to"})
+    events = fields.List(fields.String(validate=validate.Length(1, 64)), required=True,
+                         validate=validate.Length(1, 64),
+                         metadata={"description": "notification types (job.succeeded, wallet.transfer_in, ...) "
+                                                  "or [\"*\"] for all"})
+    description = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=255),
+                                                                              storable_text],
+                                metadata={"pattern": TEXT_PATTERN})
+
+
+class DeliveriesQuerySchema(PageQuerySchema):
+    cursor = cursor_field(cursors.CursorFormat(("time", "uuid")))
+    status = fields.String(validate=validate.OneOf(["pending", "succeeded", "failed"]))

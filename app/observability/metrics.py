@@ -48,10 +48,16 @@ SHARED_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "wallet_events_published_total": ("Outbox events the relay published to Kafka", ()),
     "wallet_history_events_applied_total": ("Kafka events the history worker applied", ()),
     "wallet_history_dead_letters_total": ("Messages the history worker sent to the dead-letter table", ()),
+    "wallet_webhook_deliveries_created_total": ("Webhook deliveries fanned out from events (one per endpoint)", ()),
+    "wallet_webhook_attempts_total": ("Webhook delivery attempts, by outcome", ("outcome",)),
 }
 SHARED_HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
     "wallet_job_duration_seconds": ("Time from a command's acceptance to its job being final", ("type",),
                                     JOB_DURATION_BUCKETS),
+    "wallet_webhook_attempt_seconds": ("Time a webhook delivery attempt took (the receiver's answer or the error)",
+                                       (), JOB_DURATION_BUCKETS),
+    "wallet_webhook_delivery_latency_seconds": ("From the event to its webhook delivered (2xx), by notification",
+                                                ("type",), JOB_DURATION_BUCKETS),
 }
 SHARED_GAUGES: dict[str, str] = {
     "wallet_history_lag_seconds": "Age of the newest event in the history worker's last batch, when it was stored",
@@ -60,6 +66,8 @@ SHARED_GAUGES: dict[str, str] = {
 SHARED_LABELED_GAUGES: dict[str, tuple[str, str]] = {
     "wallet_history_consumer_lag": ("Messages on a partition not yet consumed by the history workers", "partition"),
 }
+
+QUEUES = ("commands", "maintenance", "webhooks")
 
 # Per-process HTTP metrics of the APIs.
 HTTP_REQUESTS = Counter("wallet_http_requests_total", "HTTP requests by route, method and status",
@@ -324,11 +332,11 @@ class SystemGaugesCollector:
 
         try:
             pipe = redis_client.client().pipeline(transaction=False)
-            for queue in ("commands", "maintenance"):
+            for queue in QUEUES:
                 pipe.llen(queue)
             depths = pipe.execute()
             family = GaugeMetricFamily("wallet_queue_depth", "Tasks waiting in a Celery queue", labels=["queue"])
-            for queue, depth in zip(("commands", "maintenance"), depths, strict=True):
+            for queue, depth in zip(QUEUES, depths, strict=True):
                 family.add_metric([queue], depth)
             yield family
         except redis.RedisError:
@@ -345,7 +353,10 @@ class SystemGaugesCollector:
                            (SELECT ok FROM audit_runs ORDER BY id DESC LIMIT 1) AS audit_ok,
                            (SELECT extract(epoch FROM finished_at) FROM audit_runs ORDER BY id DESC LIMIT 1)
                                AS audit_at,
-                           (SELECT count(*) FROM history_dead_letters) AS dead_letters
+                           (SELECT count(*) FROM history_dead_letters) AS dead_letters,
+                           (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS webhooks_pending,
+                           (SELECT extract(epoch FROM now() - min(created_at)) FROM webhook_deliveries
+                             WHERE status = 'pending') AS webhooks_oldest
                 """)).mappings().one()
         except Exception:  # noqa: BLE001 - the database is away: no gauges this scrape
             log.debug("could not read gauges", exc_info=True)
@@ -364,6 +375,10 @@ class SystemGaugesCollector:
         # Not `wallet_history_dead_letters`: that is the family of the counter wallet_history_dead_letters_total.
         yield _gauge("wallet_history_dead_letters_stored", "Messages in the history dead-letter table",
                      row["dead_letters"])
+        yield _gauge("wallet_webhook_deliveries_pending", "Webhook deliveries with attempts left",
+                     row["webhooks_pending"])
+        yield _gauge("wallet_webhook_oldest_pending_age_seconds", "Age of the oldest pending webhook delivery",
+                     float(row["webhooks_oldest"] or 0))
 
 
 def _pipeline_gauges():

@@ -20,7 +20,7 @@ HEARTBEAT_EVERY_S = 5
 HEARTBEAT_TTL_S = 15
 # The relay and the history worker say how they are doing under these keys (one per process, HEARTBEAT_TTL_S).
 PIPELINE_PREFIX = "wallet:pipeline:"
-PIPELINE_KINDS = ("relay", "history")
+PIPELINE_KINDS = ("relay", "history", "webhooks")
 
 
 def check_dependencies() -> dict[str, bool]:
@@ -79,7 +79,8 @@ def pipeline_status() -> dict[str, dict]:
     relay: "stalled" when an event has waited in the outbox longer than PIPELINE_STALL_AFTER_S (whatever
     the reason: Kafka away, relay wedged or not running), or when the active relay reports a stall.
     history: "stalled" when a history worker reports it has had events waiting and applied none for
-    HISTORY_STALL_TIMEOUT_S, "absent" when no history worker is alive.
+    HISTORY_STALL_TIMEOUT_S, "absent" when no history worker is alive; webhooks: the same of the webhook
+    dispatchers (events → deliveries).
     """
     s = settings()
     processes = pipeline_processes()
@@ -90,13 +91,15 @@ def pipeline_status() -> dict[str, dict]:
              "processes": len(processes["relay"])}
     if (oldest is not None and oldest > s.pipeline_stall_after_s) or relay_stalled >= s.relay_stall_timeout_s:
         relay["status"] = "stalled"
-    history_stalled = max((p["stalled_s"] for p in processes["history"]), default=0.0)
-    history = {"status": "ok", "stalled_s": history_stalled, "processes": len(processes["history"])}
-    if not processes["history"]:
-        history["status"] = "absent"
-    elif history_stalled >= s.history_stall_timeout_s:
-        history["status"] = "stalled"
-    return {"relay": relay, "history": history}
+    return {"relay": relay, "history": _consumer_status(processes["history"], s.history_stall_timeout_s),
+            "webhooks": _consumer_status(processes["webhooks"], s.history_stall_timeout_s)}
+
+
+def _consumer_status(processes: list[dict], stall_timeout_s: float) -> dict:
+    """A consumer group's processes: "absent" when none is alive, "stalled" when one applies nothing."""
+    stalled = max((p["stalled_s"] for p in processes), default=0.0)
+    status = "absent" if not processes else "stalled" if stalled >= stall_timeout_s else "ok"
+    return {"status": status, "stalled_s": stalled, "processes": len(processes)}
 
 
 def _oldest_unpublished_age_s() -> float | None:

@@ -234,3 +234,26 @@ class Tansu:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+
+# A short retry schedule for the tests' webhook workers: attempts 1 s, 1 s and 2 s apart, then failed.
+TEST_WEBHOOK_SCHEDULE = "1,1,2"
+
+
+@pytest.fixture(scope="session")
+def webhook_processes(pipeline):
+    """The webhook dispatcher (its own consumer group) and a webhook worker (threads, queue `webhooks`)."""
+    group = f"webhooks-test-{uuid.uuid4().hex[:6]}"
+    dispatcher = pipeline.group.start([sys.executable, "-m", "app.webhook_dispatcher"], log_name="webhook-dispatcher",
+                                      WEBHOOK_GROUP_ID=group)
+    worker = pipeline.group.start(
+        [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "webhooks", "-P", "threads", "-c", "8",
+         "-n", "webhooks-test@%h", "-l", "info", "--without-mingle", "--without-gossip"],
+        log_name="webhook-worker", WEBHOOK_RETRY_SCHEDULE=TEST_WEBHOOK_SCHEDULE)
+    wait_for(_dispatcher_assigned, timeout=60, what="the webhook dispatcher to own every partition")
+    yield {"dispatcher": dispatcher, "worker": worker, "group": group}
+
+
+def _dispatcher_assigned() -> bool:
+    log = STATE_DIR / "webhook-dispatcher.log"
+    return log.exists() and "assigned partitions: [0,1,2,3,4,5]" in log.read_text(errors="replace")

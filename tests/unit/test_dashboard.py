@@ -15,7 +15,8 @@ EXPORTED = {
     "wallet_commands_accepted_total", "wallet_http_requests_total", "wallet_http_request_duration_seconds",
     "wallet_queue_depth", "wallet_jobs_unfinished", "wallet_outbox_backlog",
     "wallet_outbox_oldest_unpublished_age_seconds", "wallet_history_dead_letters_stored", "wallet_audit_last_ok",
-    "wallet_pipeline_processes", "wallet_pipeline_stalled_seconds",
+    "wallet_pipeline_processes", "wallet_pipeline_stalled_seconds", "wallet_webhook_deliveries_pending",
+    "wallet_webhook_oldest_pending_age_seconds",
 }
 
 

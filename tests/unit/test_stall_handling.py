@@ -88,7 +88,7 @@ class Lag:
     def __init__(self, value):
         self.value, self.calls = value, 0
 
-    def __call__(self, consumer):
+    def __call__(self, consumer, consumption):
         self.calls += 1
         return self.value
 
@@ -163,7 +163,7 @@ def test_a_stuck_iteration_is_rescued_then_the_process_exits_for_its_supervisor(
 def test_history_worker_without_an_assignment_waits_out_an_outage_and_a_slow_join(clock, monkeypatch):
     """No assignment: lag unknown. While the broker does not answer, nothing counts towards a remedy;
     once it answers, the group gets four times the timeout to form before the consumer is rebuilt."""
-    monkeypatch.setattr(worker, "_lag", lambda consumer: None)
+    monkeypatch.setattr(worker, "_lag", lambda consumer, consumption: None)
     broker_up = [False]
     health = ConsumerHealth(stall_timeout_s=30, broker_answers=lambda: broker_up[0])
     for _ in range(60):  # five minutes of outage
@@ -190,22 +190,22 @@ def test_the_lag_counts_the_owned_partitions_from_the_groups_committed_offsets(m
             return {TopicPartition("wallet-events", 0), TopicPartition("wallet-events", 2)}
 
     lags = [ops.PartitionLag(0, 7, 10), ops.PartitionLag(1, 0, 50), ops.PartitionLag(2, None, 4)]
-    monkeypatch.setattr(ops, "consumer_lag", lambda: lags)
-    assert worker._lag(Owner()) == 3 + 4  # partition 1 belongs to another member
-    monkeypatch.setattr(ops, "consumer_lag", lambda: None)  # the topic is unknown
-    assert worker._lag(Owner()) is None
+    monkeypatch.setattr(ops, "consumer_lag", lambda group_id: lags)
+    assert worker._lag(Owner(), worker.HISTORY) == 3 + 4  # partition 1 belongs to another member
+    monkeypatch.setattr(ops, "consumer_lag", lambda group_id: None)  # the topic is unknown
+    assert worker._lag(Owner(), worker.HISTORY) is None
 
-    def away():
+    def away(*_):
         raise OSError("connection refused")
 
     monkeypatch.setattr(ops, "consumer_lag", away)
     with pytest.raises(worker.BrokerUnreachable):
-        worker._lag(Owner())
+        worker._lag(Owner(), worker.HISTORY)
 
 
 def test_a_lag_check_that_finds_no_broker_counts_as_an_outage(clock, monkeypatch):
     """Its clients are fresh ones: when they reach no broker, the time does not count towards a remedy."""
-    def unreachable(consumer):
+    def unreachable(consumer, consumption):
         raise worker.BrokerUnreachable("no offsets")
 
     monkeypatch.setattr(worker, "_lag", unreachable)

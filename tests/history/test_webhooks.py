@@ -1,0 +1,171 @@
+"""Webhooks end to end: real API, relay, Kafka, dispatcher, Celery webhook worker and a real HTTP receiver.
+
+Signatures are checked with `standardwebhooks`, the Standard Webhooks reference
+implementation, as a receiver would.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from standardwebhooks import Webhook
+
+from app.adapters.db import engine
+from tests.conftest import api_client, wait_for
+from tests.helpers import create_wallet, run
+from tests.webhook_receiver import start_receiver
+
+pytestmark = pytest.mark.usefixtures("webhook_processes")
+
+
+@pytest.fixture()
+def receiver():
+    r = start_receiver()
+    yield r
+    r.close()
+    with engine().begin() as conn:  # the next test's notifications go to its own endpoints only
+        conn.exec_driver_sql("DELETE FROM webhook_endpoints")
+
+
+def register(client, url: str, events=("*",)) -> dict:
+    r = client.post("/webhook-endpoints", json={"url": url, "events": list(events), "description": "tests"})
+    assert r.status_code == 201, r.get_json()
+    return r.get_json()
+
+
+def verified(secret: str, received) -> dict:
+    """The payload, after `standardwebhooks` checked its signature (raises otherwise)."""
+    return Webhook(secret).verify(received.body, received.headers)
+
+
+def test_job_and_wallet_notifications_arrive_signed_with_the_standard(client, receiver):
+    endpoint = register(client, receiver.url)
+    assert endpoint["secret"].startswith("whsec_") and endpoint["status"] == "enabled"
+    assert "secret" not in client.get(f"/webhook-endpoints/{endpoint['id']}").get_json()
+    wallet_id = create_wallet(client, user_id="hooked")
+    job = run(client, f"/wallets/{wallet_id}/fund", {"amount": "12.50", "reference": "hook-1"})
+    wait_for(lambda: receiver.of_type("wallet.funded") and [r for r in receiver.of_type("job.succeeded")
+                                                            if json.loads(r.body)["data"]["id"] == job["id"]],
+             timeout=30, what="the fund's notifications")
+    funded = verified(endpoint["secret"], receiver.of_type("wallet.funded")[0])
+    assert funded["data"]["wallet_id"] == wallet_id and funded["data"]["amount"] == "12.50"
+    assert funded["data"]["event_type"] == "WALLET_FUNDED" and funded["data"]["wallet_version"] == 2
+    succeeded = [verified(endpoint["secret"], r) for r in receiver.of_type("job.succeeded")]
+    assert any(p["data"] == job for p in succeeded), "data is the job resource as GET /jobs/{id} shows it"
+    r = receiver.of_type("wallet.funded")[0]
+    assert r.headers["webhook-id"].startswith("msg_") and r.headers["webhook-timestamp"].isdigit()
+    def succeeded_types():
+        items = client.get(f"/webhook-endpoints/{endpoint['id']}/deliveries?status=succeeded").get_json()["items"]
+        return items if {"wallet.funded", "job.succeeded", "wallet.created"} <= {d["event_type"] for d in items} else None
+
+    deliveries = wait_for(succeeded_types, timeout=30, what="the deliveries to be recorded")
+    assert all(d["attempts"] == 1 and d["last_status_code"] == 200 for d in deliveries)
+
+
+def test_a_failed_attempt_is_retried_with_the_same_webhook_id_and_every_attempt_is_recorded(client, receiver):
+    endpoint = register(client, receiver.url, events=["wallet.created"])
+    receiver.default_status = 500  # until told otherwise, then 200 after two failures
+    wallet_id = create_wallet(client, user_id="retried")
+    wait_for(lambda: len(receiver.of_type("wallet.created")) >= 2, timeout=30, what="a retry")
+    receiver.default_status = 200
+    wait_for(lambda: _delivery(client, endpoint, "succeeded"), timeout=30, what="the retry to succeed")
+    ids = {r.headers["webhook-id"] for r in receiver.of_type("wallet.created")}
+    assert len(ids) == 1, "every attempt carries the same webhook-id"
+    delivery = _delivery(client, endpoint, "succeeded")
+    assert delivery["attempts"] >= 3 and delivery["last_status_code"] == 200
+    with engine().connect() as conn:
+        codes = conn.exec_driver_sql("SELECT status_code FROM webhook_attempts WHERE delivery_id = %s ORDER BY attempt",
+                                     (delivery["id"],)).scalars().all()
+    assert codes[-1] == 200 and set(codes[:-1]) == {500}
+    assert all(verified(endpoint["secret"], r)["data"]["wallet_id"] == wallet_id
+               for r in receiver.of_type("wallet.created"))
+
+
+def test_a_delivery_that_never_succeeds_fails_after_the_schedule_and_can_be_redelivered(client, receiver):
+    endpoint = register(client, receiver.url, events=["wallet.created"])
+    receiver.default_status = 503
+    create_wallet(client, user_id="given-up")
+    delivery = wait_for(lambda: _delivery(client, endpoint, "failed"), timeout=40, what="the schedule to run out")
+    assert delivery["attempts"] == 4 and delivery["next_attempt_at"] is None  # TEST_WEBHOOK_SCHEDULE: 3 retries
+    receiver.default_status = 200
+    before = len(receiver.received)
+    r = client.post(f"/webhook-deliveries/{delivery['id']}/retry")
+    assert r.status_code == 202 and r.get_json()["status"] == "pending"
+    wait_for(lambda: _delivery(client, endpoint, "succeeded"), timeout=30, what="the manual redelivery")
+    assert receiver.received[before].headers["webhook-id"] == delivery["webhook_id"]
+
+
+def test_after_a_rotation_both_secrets_sign_for_24_hours(client, receiver):
+    endpoint = register(client, receiver.url, events=["wallet.created"])
+    rotated = client.post(f"/webhook-endpoints/{endpoint['id']}/rotate-secret").get_json()
+    assert rotated["secret"] != endpoint["secret"] and rotated["id"] == endpoint["id"]
+    create_wallet(client, user_id="rotated")
+    wait_for(lambda: receiver.of_type("wallet.created"), timeout=30, what="the notification")
+    received = receiver.of_type("wallet.created")[0]
+    assert len(received.headers["webhook-signature"].split(" ")) == 2
+    assert verified(endpoint["secret"], received) == verified(rotated["secret"], received)
+
+
+def test_endpoints_and_notifications_are_tenant_scoped(client, receiver):
+    other = api_client(client.application, "test-key-tenant-b")
+    theirs = register(other, receiver.url)
+    mine = register(client, receiver.url.replace("/hooks", "/mine"), events=["wallet.created"])
+    assert client.get(f"/webhook-endpoints/{theirs['id']}").status_code == 404
+    assert client.delete(f"/webhook-endpoints/{theirs['id']}").status_code == 404
+    assert theirs["id"] not in {e["id"] for e in client.get("/webhook-endpoints").get_json()["items"]}
+    wallet_id = create_wallet(client, user_id="isolated")
+    wait_for(lambda: [r for r in receiver.received if r.path == "/mine"], timeout=30, what="my notification")
+    for r in receiver.received:
+        if json.loads(r.body)["data"].get("wallet_id") == wallet_id:
+            assert r.path == "/mine", "tenant B's endpoint got tenant A's event"
+    assert client.delete(f"/webhook-endpoints/{mine['id']}").status_code == 204
+    assert client.get(f"/webhook-endpoints/{mine['id']}").status_code == 404
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data", "http://[fd00:ec2::254]/",
+                                 "ftp://example.com/x", "http://user:pw@127.0.0.1/x", "http://0.0.0.0/",
+                                 "https://" + "a" * 2048 + ".com/", "not a url", "http://no-such-host.invalid/"])
+def test_urls_that_may_not_be_called_are_refused(client, url):
+    r = client.post("/webhook-endpoints", json={"url": url, "events": ["*"]})
+    assert r.status_code == 422 and r.get_json()["code"] in ("WEBHOOK_URL_NOT_ALLOWED", "VALIDATION_FAILED"), url
+
+
+def test_loopback_and_private_addresses_are_refused_unless_allowed(client, monkeypatch):
+    from app.config import settings
+
+    monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE_URLS", "0")
+    settings.cache_clear()
+    try:
+        for url in ("http://127.0.0.1:9/x", "http://10.1.2.3/x", "http://localhost/x", "http://[::1]/x"):
+            r = client.post("/webhook-endpoints", json={"url": url, "events": ["*"]})
+            assert r.status_code == 422 and r.get_json()["code"] == "WEBHOOK_URL_NOT_ALLOWED", url
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()
+
+
+def test_unknown_notification_types_are_refused(client, receiver):
+    r = client.post("/webhook-endpoints", json={"url": receiver.url, "events": ["wallet.nope"]})
+    assert r.status_code == 422 and "events" in r.get_json()["errors"]
+
+
+def _delivery(client, endpoint: dict, status: str) -> dict | None:
+    items = client.get(f"/webhook-endpoints/{endpoint['id']}/deliveries?status={status}").get_json()["items"]
+    return items[0] if items else None
+
+
+def test_a_hanging_receiver_does_not_delay_another(client, receiver):
+    slow = start_receiver()
+    slow.hang_s = 8
+    try:
+        register(client, slow.url, events=["wallet.created"])
+        endpoint = register(client, receiver.url, events=["wallet.created"])
+        for i in range(3):  # 3 attempts hang on the slow receiver, 3 threads of the test's 8 are left
+            create_wallet(client, user_id=f"hang-{i}-{uuid.uuid4().hex[:4]}")
+        wait_for(lambda: len(receiver.of_type("wallet.created")) >= 3, timeout=20, what="the fast receiver")
+        first = min(r.at for r in receiver.of_type("wallet.created"))
+        assert all(r.at - first < 5 for r in receiver.of_type("wallet.created")), "a slow endpoint held others back"
+        assert _delivery(client, endpoint, "succeeded")
+    finally:
+        slow.close()
