@@ -30,7 +30,9 @@ STATE_RULES: dict[str, tuple[str, ...]] = {
     "from": ("must not be after 'to'",),
     "to": ("must not be before from",),
 }
-STATE_CODES = {"IDEMPOTENCY_KEY_REUSED"}
+# An Idempotency-Key reused with another body (an earlier request); a webhook URL whose host resolves to an
+# address that may not be called (the DNS).
+STATE_CODES = {"IDEMPOTENCY_KEY_REUSED", "WEBHOOK_URL_NOT_ALLOWED"}
 
 
 def is_state_rule(problem: dict) -> bool:

@@ -7,8 +7,10 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from app.domain.errors import InvalidAmount
 from app.domain.holds import DEFAULT_EXPIRES_IN_SECONDS, MAX_EXPIRES_IN_SECONDS
+from app.domain.webhooks import MAX_URL_LENGTH, URL_PATTERN
 from app.domain.money import CURRENCY_EXPONENTS, SUPPORTED_CURRENCIES, parse_amount
 from app.services import cursors
+from app.services.webhooks import NOTIFICATION_TYPES
 
 PRINTABLE = re.compile(r"[\x20-\x7e]+")
 PRINTABLE_PATTERN = "^[\\x20-\\x7e]+$"  # the same rule, for the OpenAPI document
@@ -218,9 +220,12 @@ class StatementQuerySchema(Schema):
 
 
 class WebhookEndpointSchema(Schema):
-    url = fields.String(required=True, validate=validate.Length(1, 2048),
-                        metadata={"description": "http(s) URL the notifications are POSTed to"})
-    events = fields.List(fields.String(validate=validate.Length(1, 64)), required=True,
+    # Checked by the route (422 WEBHOOK_URL_NOT_ALLOWED), so that every refused URL gets that code.
+    url = fields.String(required=True, metadata={
+        "description": "http(s) URL the notifications are POSTed to; its host must not resolve to a loopback, "
+                       "private, link-local or metadata address", "pattern": URL_PATTERN, "maxLength": MAX_URL_LENGTH})
+    events = fields.List(fields.String(validate=validate.Length(1, 64),
+                                       metadata={"enum": ["*", *sorted(NOTIFICATION_TYPES)]}), required=True,
                          validate=validate.Length(1, 64),
                          metadata={"description": "notification types (job.succeeded, wallet.transfer_in, ...) "
                                                   "or [\"*\"] for all"})

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import random
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from urllib.parse import urlsplit
 JOB_NOTIFICATIONS = {"JOB_SUCCEEDED": "job.succeeded", "JOB_FAILED": "job.failed"}
 SECRET_PREFIX = "whsec_"
 MAX_URL_LENGTH = 2048
+# http(s), a host (no credentials), then a path, query or fragment without whitespace.
+URL_PATTERN = "^https?://[^\\s/?#@]+([/?#][^\\s]*)?$"
 ROTATION_OVERLAP = timedelta(hours=24)  # the previous secret keeps signing this long after a rotation
 DISABLE_AFTER = timedelta(days=5)  # an endpoint whose attempts all failed this long is disabled
 ATTEMPT_TIMEOUT_S = 10.0
@@ -119,6 +122,8 @@ def parse_url(url: str) -> Target:
     """The scheme, host and port of a webhook URL, or UrlNotAllowed."""
     if not isinstance(url, str) or not 1 <= len(url) <= MAX_URL_LENGTH:
         raise UrlNotAllowed(f"must be a URL of at most {MAX_URL_LENGTH} characters")
+    if not re.fullmatch(URL_PATTERN, url):
+        raise UrlNotAllowed("must be an http or https URL with a host and no credentials or spaces")
     try:
         parts = urlsplit(url)
         port = parts.port

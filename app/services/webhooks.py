@@ -75,8 +75,8 @@ def check_destination(url: str) -> str:
     target = rules.parse_url(url)
     try:
         addresses = webhook_http.resolve(target.host, target.port)
-    except OSError as e:
-        raise rules.UrlNotAllowed(f"host {target.host} does not resolve") from e
+    except (OSError, UnicodeError) as e:  # UnicodeError: not a name IDNA can encode (a label over 63, ...)
+        raise rules.UrlNotAllowed(f"host {target.host[:100]} does not resolve") from e
     allow_private = settings().webhook_allow_private_urls
     for address in addresses:  # every address the name has: any of them may be the one used later
         reason = rules.address_refusal(address, allow_private)
