@@ -29,7 +29,7 @@ from pathlib import Path
 from bench import report
 from bench.stack import REPO, Stack, StackOptions
 
-DEFAULT_SCENARIOS = ("ceiling", "uniform", "hot", "half_load", "pgbench", "bulk", "drain")
+DEFAULT_SCENARIOS = ("ceiling", "uniform", "webhooks", "hot", "half_load", "pgbench", "bulk", "drain")
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -139,10 +139,10 @@ def main(argv=None) -> int:
         drain_ceiling()
         ceiling_rate = None  # the load scenarios' ratios are set once every drain is in
 
-        def fresh_topic(scenario: str) -> None:
+        def fresh_topic(scenario: str, webhooks: bool = False) -> None:
             """Each load scenario on its own Kafka topic (see Stack.fresh_topic), the sampler told the new pids."""
-            stack.fresh_topic(scenario)
-            for kind in ("relay", "history-worker"):
+            stack.fresh_topic(scenario, webhooks=webhooks)
+            for kind in ("relay", "history-worker", *stack.WEBHOOK_KINDS):
                 if kind in stack.roots:
                     sampler.add_root(kind, stack.roots[kind])
 
@@ -164,6 +164,12 @@ def main(argv=None) -> int:
                 time.sleep(1.5)  # the counters are written every second
                 results["profile"] = analyse_profile(out / "profile", stack, sampler, sql_before,
                                                      sql_counts(opts.count_sql_dir), sc["uniform"])
+        if "webhooks" in scenarios:
+            from bench import webhooks
+
+            fresh_topic("webhooks", webhooks=True)
+            sc["webhooks"] = webhooks.run(runner, args.duration, args.warmup, ceiling_rate, args.max_outstanding,
+                                          say=say)
         if "hot" in scenarios:
             fresh_topic("hot")
             sc["hot"] = runner.load_scenario("hot", "hot", args.duration, args.warmup, ceiling_rate,

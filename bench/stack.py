@@ -112,6 +112,7 @@ class Stack:
             "RATE_LIMIT": str(o.rate_limit), "GUNICORN_WORKERS": str(o.api_workers),
             "GUNICORN_THREADS": str(o.api_threads), "API_PORT": str(port),
             "CELERY_BEAT_SCHEDULE": str(o.state_dir / f"celerybeat-{o.run_id}"),
+            "WEBHOOK_ALLOW_PRIVATE_URLS": "1",  # the webhooks scenario's receiver listens on 127.0.0.1
             "LOG_LEVEL": o.log_level.upper(), "GUNICORN_LOG_LEVEL": o.log_level, "PYTHONUNBUFFERED": "1",
             "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),
         })
@@ -167,12 +168,19 @@ class Stack:
 
     # What the relay and the history worker log once they work (app/relay.py, history/worker.py).
     _READY = {"relay": "this relay is active", "history-worker": "assigned partitions"}
+    WEBHOOK_KINDS = ("webhook-dispatcher", "webhook-worker")
 
-    def _spawn_event_pipeline(self) -> None:
+    def _spawn_event_pipeline(self, webhooks: bool = False) -> None:
         self._spawn("relay", [sys.executable, "-m", "app.relay"])
         self._spawn("history-worker", [sys.executable, "-m", "history.worker"])
+        if webhooks:  # only for the webhooks scenario: the dispatcher reads every event, wanted or not
+            self.env["WEBHOOK_GROUP_ID"] = self.env["KAFKA_TOPIC"] + "-webhooks"
+            self._spawn("webhook-dispatcher", [sys.executable, "-m", "app.webhook_dispatcher"])
+            self._spawn("webhook-worker", [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "webhooks",
+                                           "-P", "threads", "--concurrency", "16", "-n",
+                                           f"webhooks-{self.opts.run_id}@%h", "-l", self.opts.log_level])
 
-    def fresh_topic(self, label: str, timeout: float = 60.0) -> None:
+    def fresh_topic(self, label: str, timeout: float = 60.0, webhooks: bool = False) -> None:
         """Restart the relay and the history worker on a new Kafka topic; returns once both work.
 
         tansu keeps a topic in memory and gets slower as it grows (a produce at
@@ -186,15 +194,16 @@ class Stack:
             return  # attached to a running stack: its topic stays
         from scripts.devstack import ensure_topic
 
-        for kind in ("relay", "history-worker"):
+        for kind in ("relay", "history-worker", *self.WEBHOOK_KINDS):
             self._stop_kind(kind)
         topic = f"bench-{self.opts.run_id}-{label}"
         ensure_topic(self.env["KAFKA_BOOTSTRAP_SERVERS"], topic, 6)
         self.env.update(KAFKA_TOPIC=topic, KAFKA_GROUP_ID=topic)
-        offsets = {kind: self._log_size(kind) for kind in self._READY}
-        self._spawn_event_pipeline()
+        ready = {**self._READY, **({"webhook-dispatcher": "assigned partitions"} if webhooks else {})}
+        offsets = {kind: self._log_size(kind) for kind in ready}
+        self._spawn_event_pipeline(webhooks)
         deadline = time.monotonic() + timeout
-        for kind, line in self._READY.items():
+        for kind, line in ready.items():
             while line not in self._log_since(kind, offsets[kind]):
                 self._check_alive()
                 if time.monotonic() > deadline:
@@ -211,6 +220,7 @@ class Stack:
             return f.read().decode(errors="replace")
 
     def _stop_kind(self, kind: str) -> None:
+        self.roots.pop(kind, None)
         proc = self.procs.pop(kind, None)
         if proc is None or proc.poll() is not None:
             return
@@ -290,7 +300,7 @@ class Stack:
     # ------------------------------------------------------------------ stop
 
     def stop(self) -> None:
-        for kind in ("api", "beat", "celery", "relay", "history-worker"):
+        for kind in ("api", "beat", "celery", "relay", "history-worker", *self.WEBHOOK_KINDS):
             proc = self.procs.get(kind)
             if proc is not None and proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -29,11 +29,14 @@ def test_bench_smoke(tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
 
     sc = results["scenarios"]
-    assert set(sc) == {"ceiling", "uniform", "hot", "half_load", "memory"}
+    assert set(sc) == {"ceiling", "uniform", "webhooks", "hot", "half_load", "memory"}
     assert sc["ceiling"]["completed_per_s"] > 0
     assert sorted(sc["ceiling"]["drains_per_s"])[1] == sc["ceiling"]["completed_per_s"]  # the median of three
     assert sc["uniform"]["ratio_to_ceiling"] == round(sc["uniform"]["completed_per_s"] / sc["ceiling"]["completed_per_s"], 3)
-    for name in ("uniform", "hot", "half_load", "memory"):
+    hooks = sc["webhooks"]["webhooks"]
+    assert hooks["notifications"] > 0 and hooks["deliveries_by_status"] == {"succeeded": hooks["notifications"]}
+    assert hooks["delivery_latency_ms"]["p99"] is not None
+    for name in ("uniform", "webhooks", "hot", "half_load", "memory"):
         fig = sc[name]
         assert LOAD_FIGURES <= set(fig), (name, LOAD_FIGURES - set(fig))
         assert fig["completed"] == fig["submitted"] > 0, name
