@@ -211,3 +211,17 @@ class WebhookDeliveryOut(Schema):
 class WebhookDeliveryList(Schema):
     items = fields.List(fields.Nested(WebhookDeliveryOut), required=True)
     next_cursor = fields.String(required=True, allow_none=True)
+
+
+class WebhookAttemptOut(Schema):
+    attempt = fields.Integer(required=True)
+    started_at = fields.DateTime(required=True)
+    duration_ms = fields.Integer(required=True)
+    status_code = fields.Integer(required=True, allow_none=True, metadata={"description": "the receiver's answer"})
+    error = fields.String(required=True, allow_none=True,
+                          metadata={"description": "why it failed: no answer (refused, timeout, TLS) or a non-2xx"})
+
+
+class WebhookAttemptList(Schema):
+    items = fields.List(fields.Nested(WebhookAttemptOut), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)

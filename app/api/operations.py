@@ -71,6 +71,8 @@ OPERATIONS: dict[str, Operation] = {
                                         response=out.WebhookEndpointOut, tags=("webhooks",)),
     "webhooks.list_deliveries": Operation("An endpoint's deliveries, newest first", tags=("webhooks",),
                                           response=out.WebhookDeliveryList, query=body.DeliveriesQuerySchema),
+    "webhooks.list_attempts": Operation("Every attempt at a delivery, oldest first", tags=("webhooks",),
+                                        response=out.WebhookAttemptList),
     "webhooks.retry_delivery": Operation("Deliver again now, with the same webhook-id", success=202,
                                          response=out.WebhookDeliveryOut, tags=("webhooks",)),
     "metrics.metrics_endpoint": Operation("Prometheus metrics (admin key)", tags=("operations",), text="text/plain",

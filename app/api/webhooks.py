@@ -82,6 +82,15 @@ def list_deliveries(endpoint_id: str):
                              args.get("status"), args["limit"], args.get("cursor")))
 
 
+@bp.get("/webhook-deliveries/<delivery_id>/attempts")
+def list_attempts(delivery_id: str):
+    delivery_id = _id(delivery_id, "WEBHOOK_DELIVERY_NOT_FOUND")
+    try:
+        return jsonify(webhooks.list_attempts(delivery_id, current_tenant()))
+    except webhooks.DeliveryNotFound:
+        raise ApiError("WEBHOOK_DELIVERY_NOT_FOUND", f"webhook delivery {delivery_id} does not exist") from None
+
+
 @bp.post("/webhook-deliveries/<delivery_id>/retry")
 def retry_delivery(delivery_id: str):
     delivery_id = _id(delivery_id, "WEBHOOK_DELIVERY_NOT_FOUND")

@@ -160,6 +160,21 @@ def list_deliveries(endpoint_id: str, tenant_id: str | None, status: str | None,
     return {"items": [delivery_view(r) for r in items], "next_cursor": next_cursor}
 
 
+def list_attempts(delivery_id: str, tenant_id: str | None) -> dict:
+    """Every attempt at a delivery, oldest first: when, how long, the answer or the error."""
+    with engine().connect() as conn:
+        found = conn.execute(text("SELECT 1 FROM webhook_deliveries WHERE id = CAST(:id AS uuid)"
+                                  + _tenant_clause(tenant_id)), {"id": delivery_id, "tenant": tenant_id}).first()
+        if found is None:
+            raise DeliveryNotFound(delivery_id)
+        rows = conn.execute(text("SELECT attempt, started_at, duration_ms, status_code, error FROM webhook_attempts"
+                                 " WHERE delivery_id = CAST(:id AS uuid) ORDER BY attempt"),
+                            {"id": delivery_id}).mappings().all()
+    return {"items": [{"attempt": r["attempt"], "started_at": timestamp(r["started_at"]),
+                       "duration_ms": r["duration_ms"], "status_code": r["status_code"], "error": r["error"]}
+                      for r in rows], "next_cursor": None}
+
+
 def retry_delivery(delivery_id: str, tenant_id: str | None) -> dict:
     """Deliver again now, with the same webhook-id (also a delivery that succeeded or failed for good)."""
     with engine().begin() as conn:

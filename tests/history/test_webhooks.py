@@ -74,10 +74,12 @@ def test_a_failed_attempt_is_retried_with_the_same_webhook_id_and_every_attempt_
     assert len(ids) == 1, "every attempt carries the same webhook-id"
     delivery = _delivery(client, endpoint, "succeeded")
     assert delivery["attempts"] >= 3 and delivery["last_status_code"] == 200
-    with engine().connect() as conn:
-        codes = conn.exec_driver_sql("SELECT status_code FROM webhook_attempts WHERE delivery_id = %s ORDER BY attempt",
-                                     (delivery["id"],)).scalars().all()
-    assert codes[-1] == 200 and set(codes[:-1]) == {500}
+    attempts = client.get(f"/webhook-deliveries/{delivery['id']}/attempts").get_json()["items"]
+    codes = [a["status_code"] for a in attempts]
+    assert codes[-1] == 200 and set(codes[:-1]) == {500} and [a["attempt"] for a in attempts] == list(range(1, len(codes) + 1))
+    assert all(a["error"] == "HTTP 500" for a in attempts[:-1]) and attempts[-1]["error"] is None
+    other = api_client(client.application, "test-key-tenant-b")
+    assert other.get(f"/webhook-deliveries/{delivery['id']}/attempts").status_code == 404
     assert all(verified(endpoint["secret"], r)["data"]["wallet_id"] == wallet_id
                for r in receiver.of_type("wallet.created"))
 
