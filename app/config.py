@@ -84,6 +84,8 @@ class Settings:
     webhook_retry_schedule: tuple[int, ...]
     webhook_allow_private_urls: bool
     webhook_group_id: str
+    # Attempts in flight per endpoint: a receiver that hangs holds at most this many webhook worker threads.
+    webhook_endpoint_concurrency: int
     # Set (by gunicorn.conf.py) when several processes serve /metrics and must sum their files; prometheus_client
     # reads it too, when it is imported.
     prometheus_multiproc_dir: str | None
@@ -176,4 +178,5 @@ def settings() -> Settings:
         webhook_retry_schedule=parse_schedule(os.environ.get("WEBHOOK_RETRY_SCHEDULE", DEFAULT_WEBHOOK_SCHEDULE)),
         webhook_allow_private_urls=os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "0") == "1",
         webhook_group_id=os.environ.get("WEBHOOK_GROUP_ID", "webhook-dispatcher"),
+        webhook_endpoint_concurrency=_int("WEBHOOK_ENDPOINT_CONCURRENCY", 4),
     )

@@ -237,6 +237,7 @@ webhook_deliveries = Table(
     UniqueConstraint("endpoint_id", "webhook_id"),  # a notification fans out to an endpoint once
     Index(None, "endpoint_id", "created_at", "id"),
     Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    Index("ix_webhook_deliveries_leased", "endpoint_id", postgresql_where=text("lease_until IS NOT NULL")),
 )
 
 webhook_attempts = Table(

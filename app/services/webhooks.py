@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 NOTIFICATION_TYPES = frozenset({*rules.JOB_NOTIFICATIONS.values(), *(rules.notification_type(t) for t in KNOWN_TYPES)})
 SELF_SCHEDULED_RETRY_S = 300  # a retry due sooner is published by the attempt itself, with a countdown
 LEASE_S = 60  # an attempt takes at most ~10 s; a worker killed mid-attempt frees the delivery after this
+BUSY_DEFER_S = 5  # a delivery whose endpoint has its fill of attempts in flight waits this long
 REPUBLISH_AFTER_S = 60  # a published attempt not started by then is published again
 DELIVERIES = cursors.CursorFormat(("time", "uuid"))
 
@@ -260,16 +261,29 @@ def fan_out(messages: list) -> tuple[int, int]:
 # -- one attempt ---------------------------------------------------------------------------------------------
 
 
+# Due, not held by another attempt, and its endpoint has fewer than `limit` attempts in flight (a hanging
+# receiver holds at most that many webhook worker threads; the others keep serving every other endpoint).
 _LEASE = f"""
     UPDATE webhook_deliveries d SET lease_until = now() + interval '{LEASE_S} seconds', updated_at = now()
       FROM webhook_endpoints e
      WHERE d.id = CAST(:id AS uuid) AND e.id = d.endpoint_id AND d.status = 'pending'
        AND d.next_attempt_at <= now() + interval '2 seconds'  -- a countdown timed by the worker's clock
        AND (d.lease_until IS NULL OR d.lease_until < now())
+       AND (SELECT count(*) FROM webhook_deliveries x
+             WHERE x.endpoint_id = d.endpoint_id AND x.lease_until > now()) < :limit
     RETURNING d.id::text AS id, d.endpoint_id::text AS endpoint_id, d.webhook_id, d.event_type,
               d.payload::text AS body,
               d.attempts, d.created_at, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
               e.status AS endpoint_status, e.failing_since, now() AS now
+"""
+
+# The lease was refused although the delivery is due and free: its endpoint is busy. Try again a little
+# later, without spending an attempt (the sweep publishes it then).
+_DEFER = f"""
+    UPDATE webhook_deliveries SET next_attempt_at = now() + interval '{BUSY_DEFER_S} seconds', enqueued_at = NULL,
+           updated_at = now()
+     WHERE id = CAST(:id AS uuid) AND status = 'pending' AND next_attempt_at <= now() + interval '2 seconds'
+       AND (lease_until IS NULL OR lease_until < now())
 """
 
 _RECORD = """
@@ -309,9 +323,12 @@ def attempt(delivery_id: str) -> rules.Outcome | None:
     one is published by the `publish_due` sweep when it comes due.
     """
     with engine().begin() as conn:
-        lease = run_sql(conn, _LEASE, {"id": delivery_id}).mappings().first()
+        lease = run_sql(conn, _LEASE, {"id": delivery_id, "limit": settings().webhook_endpoint_concurrency}
+                        ).mappings().first()
+        if lease is None:
+            run_sql(conn, _DEFER, {"id": delivery_id})  # only if its endpoint was busy
     if lease is None:
-        return None  # not due, held by another attempt, or final
+        return None  # not due, held by another attempt, final, or its endpoint busy (deferred)
     number = lease["attempts"] + 1
     started, clock = lease["now"], time.monotonic()
     if lease["endpoint_status"] != "enabled":

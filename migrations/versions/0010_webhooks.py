@@ -83,6 +83,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_deliveries')),
     sa.UniqueConstraint('endpoint_id', 'webhook_id', name=op.f('uq_webhook_deliveries_endpoint_id_webhook_id'))
     )
+    op.create_index('ix_webhook_deliveries_leased', 'webhook_deliveries', ['endpoint_id'], unique=False,
+                    postgresql_where=sa.text("lease_until IS NOT NULL"))
     op.create_index('ix_webhook_deliveries_due', 'webhook_deliveries', ['next_attempt_at'], unique=False, postgresql_where=sa.text("status = 'pending'"))
     op.create_index(op.f('ix_webhook_deliveries_endpoint_id_created_at_id'), 'webhook_deliveries', ['endpoint_id', 'created_at', 'id'], unique=False)
     op.create_table('webhook_attempts',
