@@ -32,6 +32,9 @@ class Settings:
     conflict_retries_in_task: int
     conflict_backoff_base_ms: float
     conflict_backoff_cap_ms: float
+    # Celery retries a task after a transient fault or a contended command within this many seconds
+    # (exponential backoff with full jitter, capped here).
+    task_retry_backoff_max_s: int
     # A command whose worker died this many times is failed ATTEMPTS_EXHAUSTED.
     max_lost_deliveries: int
     task_soft_time_limit: int
@@ -145,6 +148,7 @@ def settings() -> Settings:
         conflict_backoff_base_ms=_float("CONFLICT_BACKOFF_BASE_MS", 1.0),
         conflict_backoff_cap_ms=_float("CONFLICT_BACKOFF_CAP_MS", 50.0),
         max_lost_deliveries=_int("MAX_LOST_DELIVERIES", 3),
+        task_retry_backoff_max_s=30,
         task_soft_time_limit=_int("TASK_SOFT_TIME_LIMIT", 30),
         task_time_limit=hard_limit,
         requeue_queued_after_s=_int("REQUEUE_QUEUED_AFTER_S", 30),

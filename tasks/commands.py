@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutErr
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.adapters import command_queue
+from app.config import settings
 from app.domain import commands
 from app.observability import metrics
 from app.services import batch_executor, executor
@@ -39,7 +40,8 @@ UNEXPECTED_ERROR_RETRIES = 3
 COMMAND_TASK_OPTIONS = dict(
     bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
     # Celery's own retry policy for the transient faults and the conflicts: 1, 2, 4 … 30 s with full jitter.
-    autoretry_for=TRANSIENT + (executor.StillContended,), retry_backoff=True, retry_backoff_max=30,
+    autoretry_for=TRANSIENT + (executor.StillContended,), retry_backoff=True,
+    retry_backoff_max=settings().task_retry_backoff_max_s,
     retry_jitter=True, max_retries=None,
 )
 

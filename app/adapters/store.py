@@ -14,6 +14,7 @@ from sqlalchemy import Connection, CursorResult
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.adapters.db import json_rows, run_sql
+from app.config import settings
 from app.domain.errors import (
     BusinessRuleViolation, CaptureExceedsHold, ConcurrencyConflict, InsufficientFunds, ReversalExceedsOriginal,
 )
@@ -296,19 +297,23 @@ class WalletStore:
         return set(self._run("SELECT id::text FROM jobs WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running'",
                              {"ids": job_ids}).scalars())
 
+    # A released job's task comes back within the retry backoff's cap: until then (plus the sweeper's own
+    # delay) it is not stranded, so the sweeper does not publish a second task beside the pending retry
+    # (whose claim would then count a lost delivery that never happened).
+    _RELEASE = """
+        UPDATE jobs SET status = 'queued', attempts = attempts + :extra, updated_at = now(),
+               enqueued_at = now() + make_interval(secs => :retry_within_s)
+         WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running'
+    """
+
     def release_jobs(self, job_ids: list[str], extra_attempts: int = 0) -> None:
         """Put running jobs back to queued before their task is retried on purpose."""
-        self._run("""
-            UPDATE jobs SET status = 'queued', attempts = attempts + :extra, updated_at = now(), enqueued_at = now()
-             WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running'
-        """, {"ids": job_ids, "extra": extra_attempts})
+        self._run(self._RELEASE, {"ids": job_ids, "extra": extra_attempts,
+                                  "retry_within_s": settings().task_retry_backoff_max_s})
 
     def release_job(self, job_id: str, extra_attempts: int = 0) -> None:
         """Put a running job back to queued before it is retried on purpose."""
-        self._run(("""
-            UPDATE jobs SET status = 'queued', attempts = attempts + :extra, updated_at = now(), enqueued_at = now()
-             WHERE id = :id AND status = 'running'
-        """), {"id": job_id, "extra": extra_attempts})
+        self.release_jobs([job_id], extra_attempts)
 
     def job_status(self, job_id: str) -> str | None:
         return self._run(("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}).scalar()

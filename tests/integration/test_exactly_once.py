@@ -96,6 +96,24 @@ def test_the_sweeper_reenqueues_a_job_whose_task_was_lost(client):
     assert balance(client, wallet_id) == "3.00"
 
 
+def test_a_job_released_for_a_celery_retry_is_not_stranded_until_the_retry_could_have_come(client):
+    """A second task beside the pending retry would make one claim count a lost delivery that never was."""
+    from app.adapters.db import autocommit
+    from app.adapters.store import WalletStore
+
+    wallet_id = create_wallet(client)
+    job_id = record_job(commands.FUND, commands.Fund(wallet_id, Decimal("1.00")))
+    with engine().begin() as conn:
+        conn.execute(text("UPDATE jobs SET status = 'running', enqueued_at = now() - interval '1 hour' WHERE id = :id"),
+                     {"id": job_id})
+    with autocommit() as conn:
+        WalletStore(conn).release_job(job_id)
+    assert job_id not in maintenance.requeue_stranded_jobs()  # its retry is due within 30 s
+    with engine().begin() as conn:  # the retry never came (its message was lost): stranded now
+        conn.execute(text("UPDATE jobs SET enqueued_at = now() - interval '1 minute' WHERE id = :id"), {"id": job_id})
+    assert job_id in maintenance.requeue_stranded_jobs()
+
+
 @pytest.mark.usefixtures("worker")
 def test_a_worker_killed_mid_task_leaves_the_job_to_finish_exactly_once(client):
     """SIGKILL the pool process while its command's statement waits on a row lock we hold.
