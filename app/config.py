@@ -87,7 +87,8 @@ class Settings:
     webhook_retry_schedule: tuple[int, ...]
     webhook_allow_private_urls: bool
     webhook_group_id: str
-    # Attempts in flight per endpoint: a receiver that hangs holds at most this many webhook worker threads.
+    # Attempts in flight for over 2 s per endpoint: a receiver that hangs holds at most this many webhook
+    # worker threads.
     webhook_endpoint_concurrency: int
     # Set (by gunicorn.conf.py) when several processes serve /metrics and must sum their files; prometheus_client
     # reads it too, when it is imported.

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 NOTIFICATION_TYPES = frozenset({*rules.JOB_NOTIFICATIONS.values(), *(rules.notification_type(t) for t in KNOWN_TYPES)})
 SELF_SCHEDULED_RETRY_S = 300  # a retry due sooner is published by the attempt itself, with a countdown
 LEASE_S = 60  # an attempt takes at most ~10 s; a worker killed mid-attempt frees the delivery after this
-BUSY_DEFER_S = 5  # a delivery whose endpoint has its fill of attempts in flight waits this long
+BUSY_DEFER_S = 5  # a delivery whose endpoint has its fill of slow attempts in flight waits this long
+SLOW_ATTEMPT_S = 2  # an attempt in flight longer than this counts against its endpoint's concurrency
 REPUBLISH_AFTER_S = 60  # a published attempt not started by then is published again
 DELIVERIES = cursors.CursorFormat(("time", "uuid"))
 
@@ -261,8 +262,9 @@ def fan_out(messages: list) -> tuple[int, int]:
 # -- one attempt ---------------------------------------------------------------------------------------------
 
 
-# Due, not held by another attempt, and its endpoint has fewer than `limit` attempts in flight (a hanging
-# receiver holds at most that many webhook worker threads; the others keep serving every other endpoint).
+# Due, not held by another attempt, and its endpoint has fewer than `limit` attempts in flight for more than
+# SLOW_ATTEMPT_S: a receiver that hangs holds at most that many webhook worker threads (the others keep
+# serving every other endpoint), while a receiver that answers at once is never held back.
 _LEASE = f"""
     UPDATE webhook_deliveries d SET lease_until = now() + interval '{LEASE_S} seconds', updated_at = now()
       FROM webhook_endpoints e
@@ -270,14 +272,15 @@ _LEASE = f"""
        AND d.next_attempt_at <= now() + interval '2 seconds'  -- a countdown timed by the worker's clock
        AND (d.lease_until IS NULL OR d.lease_until < now())
        AND (SELECT count(*) FROM webhook_deliveries x
-             WHERE x.endpoint_id = d.endpoint_id AND x.lease_until > now()) < :limit
+             WHERE x.endpoint_id = d.endpoint_id AND x.lease_until > now()
+               AND x.lease_until < now() + interval '{LEASE_S - SLOW_ATTEMPT_S} seconds') < :limit
     RETURNING d.id::text AS id, d.endpoint_id::text AS endpoint_id, d.webhook_id, d.event_type,
               d.payload::text AS body,
               d.attempts, d.created_at, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
               e.status AS endpoint_status, e.failing_since, now() AS now
 """
 
-# The lease was refused although the delivery is due and free: its endpoint is busy. Try again a little
+# The lease was refused although the delivery is due and free: its endpoint is slow and busy. Try again a little
 # later, without spending an attempt (the sweep publishes it then).
 _DEFER = f"""
     UPDATE webhook_deliveries SET next_attempt_at = now() + interval '{BUSY_DEFER_S} seconds', enqueued_at = NULL,
