@@ -3,8 +3,11 @@
 It starts its own complete stack in its own state folder (default `.dev/chaos`):
 embedded PostgreSQL, Redis and tansu always (never the URLs of the environment,
 so it can crash and restart them), then the API (gunicorn), one Celery worker
-with two pool processes, beat, the outbox relay and the history worker, each a
+with two pool processes, beat, the outbox relay, the history worker, the webhook
+dispatcher and a webhook worker (threads pool, queue `webhooks`), each a
 subprocess in its own session whose pid it tracks; faults target those pids only.
+Webhooks retry on a short schedule (WEBHOOK_RETRY_SCHEDULE 2,4,8,15,30,... s)
+and may call 127.0.0.1 (WEBHOOK_ALLOW_PRIVATE_URLS=1).
 
 Workload: 50 USD wallets funded with 1000.00 each, then client threads doing
 transfers, funds, withdrawals, holds and their capture or void over real HTTP.
@@ -18,9 +21,15 @@ retries with the same key and body, like a real client, and records every job
 whole-worker kill or a PostgreSQL restart, a burst of big batches is submitted
 and the fault fires once a pool process is inside a wallet.execute_batch chunk.
 
+Webhooks: before the setup, the tenant registers an endpoint (events `*`) whose
+receiver runs in this process (scripts/chaos_webhooks.py): a threaded HTTP
+server that verifies every request with `standardwebhooks` as it arrives and
+can go down and come back on the same port, or hold requests open.
+
 Scenarios (one fault kind at a time, then mixed); after each the load stops,
 the system must become quiescent within `--bound` seconds (no job queued or
-running, outbox drained, history equal to the ledger), and then:
+running, outbox drained, history equal to the ledger, every notification with a
+webhook delivery and none pending, retry waits included), and then:
 
   * every accepted job is final ("lost" counts those that are not, or whose job vanished);
   * no job is applied twice (journal entries per job <= 1) and every retry with a
@@ -32,16 +41,36 @@ running, outbox drained, history equal to the ledger), and then:
   * every batch is the one its key names, its jobs those its answer listed, each final; a succeeded
     command job has one journal entry and two postings, a failed one none (and a command that must
     fail did); an atomic batch job has `size` entries (items 0..size-1) or, failed, none and an
-    `error.index`; GET /batches/{id} is completed with its jobs' counts; the outbox events and the
-    history rows of batch jobs carry the batch id.
+    `error.index`; GET /batches/{id} is completed with its jobs' counts; the outbox events (the job
+    outcome events aside) and the history rows of batch jobs carry the batch id;
+  * webhooks, for every notification so far: each the database implies (`job.succeeded` /
+    `job.failed` per job of the tenant that ended so, `webhook_id("job", id)`; `wallet.*` per history
+    row, `webhook_id("event", event_id, wallet_id)`) has a delivery to the endpoint that `succeeded`
+    and reached the receiver, with its type; no other delivery or webhook-id exists; every request
+    verifies; the requests with one webhook-id carry one body (duplicates only as redeliveries).
+
+Webhook scenarios: `webhook-receiver-down-60s` (the receiver refuses connections for
+60 s under half the load, then listens on the same port: every delivery arrives
+through its retries), `webhook-receiver-hangs` (a second endpoint, events `*`:
+its receiver answers at once for 10 s, then holds each request 15 s, past the
+10 s attempt timeout, for 20 s, then answers again; the main receiver's
+latency p99 while it hangs must stay under 5 s or twice its calm-phase p99;
+every delivery of the second endpoint must succeed in the end, then it is
+deleted), `webhook-worker-kill` (the receiver holds requests 2 s; SIGKILL the
+webhook worker once one is open, restart it: each interrupted notification must
+arrive again with its webhook-id, after the lease runs out). Kafka pauses,
+Redis restarts and the other faults get the webhook checks too.
 
 It prints a table (scenario, accepted, final, lost, doubled, recovery time, batch
-figures) and exits 1 on any violation.
+figures, webhook notifications expected / received / duplicates and the delivery
+latency p50/p99, first arrival minus the body's `timestamp`, of the notifications
+new in the scenario) and exits 1 on any violation.
 
     python -m scripts.chaos            # the full run (make chaos)
     python -m scripts.chaos --short    # worker kill, relay kill, history worker kill, Redis restart, Kafka pause
     python -m scripts.chaos --scenarios kafka-pause-300s --kafka-pause 300   # a 5-minute broker stall
     python -m scripts.chaos --scenarios worker-kill,postgres-restart
+    python -m scripts.chaos --scenarios webhook-receiver-down-60s,webhook-worker-kill
 """
 from __future__ import annotations
 
@@ -60,7 +89,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -77,6 +106,7 @@ from scripts.devstack import (  # noqa: E402
     pick_port,
     reaper_watchdog,
 )
+from scripts.chaos_webhooks import RETRY_SCHEDULE, Figures, Webhooks  # noqa: E402
 
 TOKEN = "chaos-" + secrets.token_hex(8)
 TENANT = "chaos"
@@ -84,6 +114,18 @@ WALLETS = 50
 INITIAL_CENTS = 100_000  # 1000.00 each
 # Failures a fault may cause without breaking the contract: business outcomes of the random workload.
 BUSINESS_CODES = {"INSUFFICIENT_FUNDS", "HOLD_NOT_ACTIVE", "LIMIT_EXCEEDED", "WALLET_NOT_ACTIVE"}
+WEBHOOK_THREADS = 16  # the Procfile's webhook-worker default
+WEBHOOK_DOWN_S = 60.0  # webhook-receiver-down: how long the receiver refuses connections
+WEBHOOK_HANG_S = 15.0  # webhook-receiver-hangs: each request held this long (the attempt timeout is 10 s)
+WEBHOOK_HANG_FOR_S = 20.0  # ... for this long
+WEBHOOK_CALM_S = 10.0  # ... after answering at once for this long
+# webhook-receiver-hangs: while the second receiver hangs, the main receiver's delivery latency p99 stays under
+# this, or twice its p99 of the calm phase (two endpoints, both answering at once), whichever is larger.
+WEBHOOK_P99_BOUND_S = 5.0
+# The share of the clients' rate in webhook-receiver-down-60s (every delivery retried for a minute) and in
+# webhook-receiver-hangs (two endpoints: the webhook worker must keep up with both while neither hangs).
+WEBHOOK_DOWN_LOAD = 0.5
+WEBHOOK_HANG_LOAD = 0.25
 IMPOSSIBLE_CENTS = 1_000_000_000  # 10,000,000.00: more than the whole bank ever holds (a batch item that must fail)
 
 
@@ -148,6 +190,10 @@ class Stack:
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
             "PATH": os.pathsep.join((vbin, os.environ.get("PATH", ""))),
             "API_PORT": str(api_port),
+            # Webhooks: the chaos receivers listen on 127.0.0.1; retries within seconds, not days.
+            "WEBHOOK_ALLOW_PRIVATE_URLS": "1",
+            "WEBHOOK_RETRY_SCHEDULE": RETRY_SCHEDULE,
+            "WEBHOOK_GROUP_ID": f"webhooks-chaos-{self.run_id[:6]}",
             RUN_MARKER: self.run_id,
         }
         os.environ.update({k: v for k, v in self.env.items() if k != RUN_MARKER})
@@ -157,7 +203,7 @@ class Stack:
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=self.env, check=True,
                        stdout=subprocess.DEVNULL)
         self.api_url = f"http://127.0.0.1:{api_port}"
-        for name in ("api", "worker", "beat", "relay", "history"):
+        for name in ("api", "worker", "beat", "relay", "history", "webhook-dispatcher", "webhook-worker"):
             self.spawn(name)
         self._wait_api()
         log(f"stack up in {time.monotonic() - t0:.1f}s: API {self.api_url}, state {self.state_dir}")
@@ -174,6 +220,10 @@ class Stack:
                      str(self.state_dir / "celerybeat-schedule")],
             "relay": [py, "-m", "app.relay"],
             "history": [py, "-m", "history.worker"],
+            "webhook-dispatcher": [py, "-m", "app.webhook_dispatcher"],
+            "webhook-worker": [py, "-m", "celery", "-A", "tasks", "worker", "-Q", "webhooks", "-P", "threads", "-c",
+                               str(WEBHOOK_THREADS), "-n", f"webhooks-chaos-{self.run_id[:6]}@%h", "--without-mingle",
+                               "--without-gossip", "-l", "info"],
         }[name]
 
     def spawn(self, name: str) -> subprocess.Popen:
@@ -330,6 +380,7 @@ class Workload:
         self.holds: list[Command] = []  # hold commands not yet settled by a capture/void
         self.lock = threading.Lock()
         self.scenario = "setup"
+        self.load = 1.0  # the scenario's share of `rate` (and of the batch rates)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.local = threading.local()
@@ -532,9 +583,9 @@ class Workload:
 
     def _client(self, seed: int) -> None:
         rng = random.Random(seed)
-        mean_pause = self.threads / self.rate
         b = self.batches
         while not self._stop.is_set():
+            mean_pause = self.threads / (self.rate * self.load)
             try:
                 draw = rng.random() * self.rate
                 if draw < b.independent_rate:
@@ -547,8 +598,9 @@ class Workload:
                 log(f"client error: {e!r}")
             self._stop.wait(rng.uniform(0, 2 * mean_pause))
 
-    def start(self, scenario: str) -> None:
+    def start(self, scenario: str, load: float = 1.0) -> None:
         self.scenario = scenario
+        self.load = load
         self._stop.clear()
         self._threads = [threading.Thread(target=self._client, args=(self.rng.randrange(2**32),), daemon=True)
                          for _ in range(self.threads)]
@@ -587,8 +639,10 @@ class Faults:
     found a chunk in flight.
     """
 
-    def __init__(self, stack: Stack, rng: random.Random, kafka_pause_s: float, log_fn=log, burst=None):
+    def __init__(self, stack: Stack, rng: random.Random, kafka_pause_s: float, log_fn=log, burst=None,
+                 webhooks: Webhooks | None = None):
         self.stack = stack
+        self.webhooks = webhooks
         self.rng = rng
         self.kafka_pause_s = kafka_pause_s
         self.log = log_fn
@@ -738,6 +792,66 @@ class Faults:
         time.sleep(2)
         self.stack.spawn("history")
 
+    def webhook_receiver_down(self) -> None:
+        """The main receiver stops listening (connection refused) for WEBHOOK_DOWN_S, then listens again on
+        the same port: every attempt meanwhile fails, and the retries deliver everything after."""
+        rx = self.webhooks.receiver
+        self.log(f"webhook-receiver-down: receiver {rx.url} down for {WEBHOOK_DOWN_S:.0f} s")
+        rx.stop()
+        try:
+            time.sleep(WEBHOOK_DOWN_S)
+        finally:
+            rx.start()
+        self.log("webhook-receiver-down: receiver listening again on the same port")
+
+    def webhook_hang(self) -> None:
+        """A second endpoint (events *): its receiver answers at once for WEBHOOK_CALM_S, then holds every
+        request WEBHOOK_HANG_S (beyond the attempt timeout) for WEBHOOK_HANG_FOR_S, then answers at once
+        again. The main receiver's latency while it hangs is compared with the calm phase's."""
+        hooks = self.webhooks
+        rx = hooks.add_endpoint("hanging")
+        calm = time.time()
+        self.log(f"webhook-hang: a second endpoint {rx.url}, answering at once for {WEBHOOK_CALM_S:.0f} s")
+        time.sleep(WEBHOOK_CALM_S)
+        rx.delay_s = WEBHOOK_HANG_S
+        hang = time.time()
+        self.log(f"webhook-hang: it now holds each request {WEBHOOK_HANG_S:.0f} s, for {WEBHOOK_HANG_FOR_S:.0f} s")
+        try:
+            time.sleep(WEBHOOK_HANG_FOR_S)
+        finally:
+            rx.delay_s = 0.0
+        hooks.phases.update(calm=(calm, hang - 2), hang=(hang, time.time()))  # (calm: all delivered before)
+        with rx.lock:
+            self.log(f"webhook-hang: it answers at once again ({rx.requests} requests so far, "
+                     f"{len(rx.in_flight)} held open)")
+
+    def webhook_worker_kill(self) -> None:
+        """SIGKILL the webhook worker while an attempt is in flight (the main receiver holds each request
+        2 s meanwhile), start it again 2 s later: the interrupted notifications must arrive again, same id."""
+        rx = self.webhooks.receiver
+        rx.delay_s = 2.0
+        deadline = time.monotonic() + 20
+        open_ids: list[str] = []
+        try:
+            while time.monotonic() < deadline and not open_ids:
+                open_ids = rx.open_requests(0.1, 1.2)  # each still held ≥ 0.8 s: its answer cannot slip out
+                time.sleep(0.01)
+            if open_ids:
+                with rx.lock:
+                    rx.track.update(open_ids)
+            killed_at = time.time()
+            self.stack.kill("webhook-worker")
+        finally:
+            rx.delay_s = 0.0
+        self.kills["webhook-worker"] += 1
+        for wid in open_ids:
+            self.webhooks.interrupted.setdefault(wid, killed_at)
+        self.webhooks.blind_kills += not open_ids
+        self.log(f"webhook-worker-kill: SIGKILL the webhook worker with {len(open_ids)} attempts in flight "
+                 f"({', '.join(open_ids[:3])}{' …' if len(open_ids) > 3 else ''}); restart in 2 s")
+        time.sleep(2)
+        self.stack.spawn("webhook-worker")
+
     def api_kill(self) -> None:
         """SIGKILL a gunicorn worker mid-request (the arbiter forks another), then the whole API."""
         workers = self.stack.children("api")
@@ -761,6 +875,7 @@ class Scenario:
     gap_s: float = 2.0  # between faults
     warmup_s: float = 3.0  # load before the first fault
     tail_s: float = 4.0  # load after the last fault
+    load: float = 1.0  # share of the clients' rate (and batch rates) during this scenario
 
 
 def scenarios(profile: str, rng: random.Random, kafka_pause_s: float = 30.0) -> list[Scenario]:
@@ -785,6 +900,9 @@ def scenarios(profile: str, rng: random.Random, kafka_pause_s: float = 30.0) -> 
         Scenario("relay-kill", ["relay-kill", "relay-kill"], gap_s=4),
         Scenario("history-kill", ["history-kill", "history-kill"], gap_s=8),
         Scenario("api-kill", ["api-kill"]),
+        Scenario("webhook-receiver-down-60s", ["webhook-receiver-down"], tail_s=4, load=WEBHOOK_DOWN_LOAD),
+        Scenario("webhook-receiver-hangs", ["webhook-hang"], tail_s=4, load=WEBHOOK_HANG_LOAD),
+        Scenario("webhook-worker-kill", ["webhook-worker-kill"], tail_s=4),
         Scenario("mixed", mixed, gap_s=3, tail_s=6),
     ]
 
@@ -804,7 +922,8 @@ class Result:
     bad_failures: int = 0
     gave_up: int = 0
     max_retry_s: float = 0.0
-    recovery_s: float | None = None
+    recovery_s: float | None = None  # until quiescent, webhooks included
+    ledger_recovery_s: float | None = None  # until jobs, outbox and history were (the webhooks may take longer)
     # Bulk submissions (their jobs count in accepted, final, lost, doubled and failed above too).
     batches: int = 0
     batch_commands: int = 0
@@ -814,6 +933,7 @@ class Result:
     batch_jobs_redelivered: int = 0  # batch jobs claimed again after their delivery died (lost_deliveries)
     aimed: int = 0  # faults fired after a burst of batches
     hit: int = 0  # ... with a pool process inside a chunk
+    webhooks: Figures = field(default_factory=Figures)  # the main endpoint's notifications new in this scenario
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -821,8 +941,9 @@ class Result:
         return not self.violations
 
 
-def quiescent(history_check: bool = True) -> tuple[bool, str]:
-    """No job queued or running, outbox drained, history equal to the ledger."""
+def quiescent(history_check: bool = True, webhooks: Webhooks | None = None) -> tuple[bool, str]:
+    """No job queued or running, outbox drained, history equal to the ledger; with webhooks, every
+    notification has a delivery and none is pending (in flight or waiting for a retry)."""
     from sqlalchemy import text
 
     from app.adapters.db import engine
@@ -831,6 +952,7 @@ def quiescent(history_check: bool = True) -> tuple[bool, str]:
         with engine().connect() as conn:
             open_jobs = conn.execute(text("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')")).scalar()
             backlog = conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar()
+            hooks = webhooks.pending_state(conn) if webhooks is not None else (True, "")
     except Exception as e:  # noqa: BLE001 - the database may still be recovering
         return False, f"database: {type(e).__name__}"
     if open_jobs:
@@ -843,22 +965,31 @@ def quiescent(history_check: bool = True) -> tuple[bool, str]:
         diffs = ops.compare()
         if diffs:
             return False, f"history: {len(diffs)} differences"
+    if not hooks[0]:
+        return hooks
     return True, "quiescent"
 
 
-def wait_quiescent(bound: float, progress) -> tuple[float | None, str]:
+def wait_quiescent(bound: float, progress, webhooks: Webhooks | None = None
+                   ) -> tuple[float | None, str, float | None]:
+    """Seconds until quiescent (None: not within `bound`), the last state, and seconds until everything
+    but the webhooks was (the ledger's pipeline: jobs, outbox, history)."""
     t0 = time.monotonic()
     state = ""
+    ledger = None
     while time.monotonic() - t0 < bound:
-        ok, state = quiescent()
+        ok, state = quiescent(webhooks=webhooks)
         progress(state)
+        if ledger is None and (ok or state.startswith("webhooks:")):
+            ledger = time.monotonic() - t0
         if ok:
-            return time.monotonic() - t0, state
+            return time.monotonic() - t0, state, ledger
         time.sleep(1.0)
-    return None, state
+    return None, state, ledger
 
 
-def check(workload: Workload, scenario: Scenario, recovery: float | None, state: str, bound: float) -> Result:
+def check(workload: Workload, scenario: Scenario, recovery: float | None, state: str, bound: float,
+          webhooks: Webhooks | None = None) -> Result:
     from sqlalchemy import text
 
     from app.adapters.db import engine
@@ -920,6 +1051,8 @@ def check(workload: Workload, scenario: Scenario, recovery: float | None, state:
         res.violations.append(f"jobs applied more than once: {doubled_jobs[:5]}")
     if negative:
         res.violations.append(f"{negative} negative balances")
+    if webhooks is not None:
+        check_webhooks(webhooks, scenario, res)
 
     # Money: every wallet's balance is what the succeeded commands (of every scenario so far) make it.
     expected: dict[str, int] = defaultdict(int)
@@ -969,6 +1102,37 @@ def check(workload: Workload, scenario: Scenario, recovery: float | None, state:
         if out.returncode != 0:
             res.violations.append(f"`{what}` exited {out.returncode}: {(out.stdout + out.stderr)[-600:]}")
     return res
+
+
+def check_webhooks(webhooks: Webhooks, scenario: Scenario, res: Result) -> None:
+    """Every notification so far delivered (succeeded) and received, signed, one body per webhook-id; the
+    figures of those new in this scenario; the attempts a worker kill interrupted received again."""
+    from app.adapters.db import engine
+
+    with engine().connect() as conn:
+        webhooks.check(conn, res.violations, res.webhooks)
+        for note in webhooks.check_extra(conn, res.violations):
+            log(f"{scenario.name}: webhooks {note}")
+    f = res.webhooks
+    if f.retried:
+        log(f"{scenario.name}: webhooks: {f.retried} of the scenario's deliveries took several attempts "
+            f"(at most {f.max_attempts})")
+    if webhooks.blind_kills:  # the scenario did not test what it is for
+        res.violations.append(f"webhooks: the webhook worker was killed {webhooks.blind_kills} times with no "
+                              f"attempt seen in flight")
+        webhooks.blind_kills = 0
+    if "hang" in f.phase_p99_s:  # webhook-receiver-hangs: the main receiver is not delayed by the hanging one
+        calm, hang = f.phase_p99_s.get("calm"), f.phase_p99_s["hang"]
+        bound = max(WEBHOOK_P99_BOUND_S, 2 * (calm or 0.0))
+        log(f"{scenario.name}: main receiver latency p99 {_s(calm)} s with the second endpoint answering at "
+            f"once, {_s(hang)} s while it hung (bound {bound:.1f} s)")
+        if hang is None or hang > bound:
+            res.violations.append(f"webhooks: while the second endpoint hung, the main receiver's delivery latency "
+                                  f"p99 was {_s(hang)} s, over {bound:.1f} s (p99 {_s(calm)} s before the hang)")
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}"
 
 
 @dataclass
@@ -1030,7 +1194,8 @@ def check_batches(conn, workload: Workload, cmds: list[Command], db: dict[str, B
     outbox: dict[str, dict] = defaultdict(dict)  # job id -> {batch_id in the payload: events}
     for job_id, batch_id, n in conn.execute(text("""
             SELECT payload->>'job_id', payload->>'batch_id', count(*) FROM outbox
-             WHERE payload->>'job_id' = ANY(:ids) GROUP BY 1, 2"""), {"ids": job_ids}):
+             WHERE payload->>'job_id' = ANY(:ids) AND type NOT IN ('JOB_SUCCEEDED', 'JOB_FAILED')
+             GROUP BY 1, 2"""), {"ids": job_ids}):
         outbox[job_id][batch_id] = n
     history: dict[str, dict] = defaultdict(dict)  # job id -> {batch_id of the history rows: rows}
     for job_id, batch_id, n in conn.execute(text("""
@@ -1148,7 +1313,8 @@ def _compact(faults: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- running
 
 
-def run_scenario(stack: Stack, workload: Workload, faults: Faults, sc: Scenario, bound: float) -> Result:
+def run_scenario(stack: Stack, workload: Workload, faults: Faults, sc: Scenario, bound: float,
+                 webhooks: Webhooks | None = None) -> Result:
     from tqdm import tqdm
 
     tty = sys.stderr.isatty()
@@ -1164,7 +1330,7 @@ def run_scenario(stack: Stack, workload: Workload, faults: Faults, sc: Scenario,
             log(f"{sc.name}: {len(workload.of(sc.name))} commands; {text}")
 
     aimed, hit = faults.aimed, faults.hit
-    workload.start(sc.name)
+    workload.start(sc.name, sc.load)
     try:
         note("load")
         time.sleep(sc.warmup_s)
@@ -1184,9 +1350,13 @@ def run_scenario(stack: Stack, workload: Workload, faults: Faults, sc: Scenario,
     for name in stack.check_alive():
         with tqdm.external_write_mode(file=sys.stderr):
             log(f"{name} exited ({stack.procs[name].returncode}); see {stack.logs / (name + '.log')}")
-    recovery, state = wait_quiescent(bound, note)
+    recovery, state, ledger = wait_quiescent(bound, note, webhooks)
     note(f"{state}; checking")
-    res = check(workload, sc, recovery, state, bound)
+    with tqdm.external_write_mode(file=sys.stderr):
+        res = check(workload, sc, recovery, state, bound, webhooks)
+    res.ledger_recovery_s = ledger
+    if webhooks is not None:
+        webhooks.remove_extra_endpoints()  # a scenario's second endpoint ends with it
     res.aimed, res.hit = faults.aimed - aimed, faults.hit - hit
     for name in stack.check_alive():
         res.violations.append(f"process {name} is not running (exit {stack.procs[name].returncode})")
@@ -1194,6 +1364,23 @@ def run_scenario(stack: Stack, workload: Workload, faults: Faults, sc: Scenario,
     bar.update(1)
     bar.close()
     return res
+
+
+def _recovery(r: Result) -> str:
+    """Until quiescent; and until the ledger's pipeline was, when the webhooks took a second more."""
+    text = "-" if r.recovery_s is None else f"{r.recovery_s:.1f}"
+    if r.ledger_recovery_s is not None and (r.recovery_s is None or r.recovery_s - r.ledger_recovery_s >= 1):
+        text += f" (ledger {r.ledger_recovery_s:.1f})"
+    return text
+
+
+def _webhook_counts(f: Figures) -> str:
+    text = f"{f.expected}/{f.received}/{f.duplicates}"
+    return text + (f" ({f.redelivered} after the kill)" if f.redelivered else "")
+
+
+def _webhook_latency(f: Figures) -> str:
+    return "-" if f.p50_s is None else f"{f.p50_s:.1f}/{f.p99_s:.1f}"
 
 
 def print_table(results: list[Result], header: str) -> str:
@@ -1204,7 +1391,7 @@ def print_table(results: list[Result], header: str) -> str:
     table = Table(title=header)
     cols = ["scenario", "faults", "accepted", "final", "lost", "doubled", "failed (business)", "gave up",
             "max client retry (s)", "recovery (s)", "batches (cmds)", "atomic ok/failed", "batch jobs failed",
-            "faults mid-chunk", "batch jobs redelivered", "result"]
+            "faults mid-chunk", "batch jobs redelivered", "webhooks exp/recv/dup", "webhook p50/p99 (s)", "result"]
     for c in cols:
         table.add_column(c, justify="left" if c in ("scenario", "faults", "result") else "right",
                          overflow="fold")
@@ -1212,9 +1399,10 @@ def print_table(results: list[Result], header: str) -> str:
     for r in results:
         row = [r.scenario, r.faults, str(r.accepted), str(r.final), str(r.lost), str(r.doubled),
                str(r.failed_business), str(r.gave_up), f"{r.max_retry_s:.1f}",
-               "-" if r.recovery_s is None else f"{r.recovery_s:.1f}", f"{r.batches} ({r.batch_commands})",
+               _recovery(r), f"{r.batches} ({r.batch_commands})",
                f"{r.atomic_ok}/{r.atomic_failed}", str(r.batch_jobs_failed),
-               f"{r.hit}/{r.aimed}" if r.aimed else "-", str(r.batch_jobs_redelivered), "pass" if r.ok else "FAIL"]
+               f"{r.hit}/{r.aimed}" if r.aimed else "-", str(r.batch_jobs_redelivered), _webhook_counts(r.webhooks),
+               _webhook_latency(r.webhooks), "pass" if r.ok else "FAIL"]
         rows.append(row)
         table.add_row(*row, style=None if r.ok else "red")
     Console(file=sys.stdout, width=None if sys.stdout.isatty() else 260).print(table)
@@ -1269,6 +1457,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stack = Stack(Path(args.state_dir).resolve())
     results: list[Result] = []
+    webhooks: Webhooks | None = None
     t0 = time.monotonic()
     old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
 
@@ -1282,19 +1471,24 @@ def main(argv: list[str] | None = None) -> int:
         load = batch_load(profile, args.batch_rate, args.atomic_rate)
         workload = Workload(stack.api_url, threads=args.threads, rate=args.rate, seed=rng.randrange(2**32),
                             batches=load)
+        webhooks = Webhooks(stack.api_url, TOKEN, TENANT, pick_port, log)
+        webhooks.start()  # before the setup: every notification of the run is expected
         workload.setup()
         log(f"{WALLETS} wallets funded with {money(INITIAL_CENTS)} each; batches per second: "
             f"{load.independent_rate} independent ({load.independent_size[0]}-{load.independent_size[1]} commands), "
             f"{load.atomic_rate} atomic ({load.atomic_size[0]}-{load.atomic_size[1]})")
         bursting = load.independent_rate > 0 or load.atomic_rate > 0
-        faults = Faults(stack, rng, args.kafka_pause, burst=workload.burst if bursting else None)
+        faults = Faults(stack, rng, args.kafka_pause, burst=workload.burst if bursting else None,
+                        webhooks=webhooks)
         for sc in plan:
-            results.append(run_scenario(stack, workload, faults, sc, args.bound))
+            results.append(run_scenario(stack, workload, faults, sc, args.bound, webhooks))
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
         elapsed = time.monotonic() - t0
         stack.stop()
+        if webhooks is not None:
+            webhooks.stop()
     header = (f"chaos {profile} profile, seed {seed}, {elapsed:.0f} s, "
               f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()} "
               f"({os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB)")
@@ -1308,7 +1502,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.markdown).write_text(f"{header}\n\n{md}\n")
     if args.json:
         Path(args.json).write_text(json.dumps({"header": header, "seed": seed, "elapsed_s": elapsed, "results": [
-            {**{k: v for k, v in r.__dict__.items()}, "ok": r.ok} for r in results]}, indent=2))
+            {**{k: asdict(v) if is_dataclass(v) else v for k, v in r.__dict__.items()}, "ok": r.ok}
+            for r in results]}, indent=2))
     ok = bool(results) and all(r.ok for r in results) and len(results) == len(plan)
     print("chaos: all invariants held" if ok else "chaos: VIOLATIONS (see above)")
     return 0 if ok else 1
