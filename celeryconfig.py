@@ -42,7 +42,8 @@ broker_connection_retry_on_startup = True
 
 # Commands (and later bulk batches) on `commands`, upkeep on `maintenance`, webhook deliveries on
 # `webhooks`: a host can serve any subset (`-Q commands`), and a slow queue never delays another.
-task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("commands", "maintenance", "webhooks"))
+task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("commands", "maintenance", "webhooks",
+                                                                           "webhooks-failing"))
 task_default_queue = "commands"
 task_default_exchange = "commands"
 task_default_routing_key = "commands"

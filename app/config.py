@@ -87,9 +87,10 @@ class Settings:
     webhook_retry_schedule: tuple[int, ...]
     webhook_allow_private_urls: bool
     webhook_group_id: str
-    # Attempts in flight for over 2 s per endpoint: a receiver that hangs holds at most this many webhook
-    # worker threads.
-    webhook_endpoint_concurrency: int
+    # An attempt's lease (it outlives any attempt, 10 s per phase; a killed worker's deliveries wait it out),
+    # and how long a published attempt may wait unstarted before the sweep publishes it again.
+    webhook_lease_s: int
+    webhook_republish_after_s: int
     # Set (by gunicorn.conf.py) when several processes serve /metrics and must sum their files; prometheus_client
     # reads it too, when it is imported.
     prometheus_multiproc_dir: str | None
@@ -183,5 +184,6 @@ def settings() -> Settings:
         webhook_retry_schedule=parse_schedule(os.environ.get("WEBHOOK_RETRY_SCHEDULE", DEFAULT_WEBHOOK_SCHEDULE)),
         webhook_allow_private_urls=os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "0") == "1",
         webhook_group_id=os.environ.get("WEBHOOK_GROUP_ID", "webhook-dispatcher"),
-        webhook_endpoint_concurrency=_int("WEBHOOK_ENDPOINT_CONCURRENCY", 4),
+        webhook_lease_s=max(35, _int("WEBHOOK_LEASE_S", 60)),
+        webhook_republish_after_s=_int("WEBHOOK_REPUBLISH_AFTER_S", 60),
     )

@@ -168,7 +168,7 @@ class Stack:
 
     # What the relay and the history worker log once they work (app/relay.py, history/worker.py).
     _READY = {"relay": "this relay is active", "history-worker": "assigned partitions"}
-    WEBHOOK_KINDS = ("webhook-dispatcher", "webhook-worker")
+    WEBHOOK_KINDS = ("webhook-dispatcher", "webhook-worker", "webhook-failing-worker")
 
     def _spawn_event_pipeline(self, webhooks: bool = False) -> None:
         self._spawn("relay", [sys.executable, "-m", "app.relay"])
@@ -179,6 +179,9 @@ class Stack:
             self._spawn("webhook-worker", [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "webhooks",
                                            "-P", "threads", "--concurrency", "16", "-n",
                                            f"webhooks-{self.opts.run_id}@%h", "-l", self.opts.log_level])
+            self._spawn("webhook-failing-worker", [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q",
+                                                   "webhooks-failing", "-P", "threads", "--concurrency", "8", "-n",
+                                                   f"webhooks-failing-{self.opts.run_id}@%h", "-l", self.opts.log_level])
 
     def fresh_topic(self, label: str, timeout: float = 60.0, webhooks: bool = False) -> None:
         """Restart the relay and the history worker on a new Kafka topic; returns once both work.

@@ -197,6 +197,8 @@ class Stack:
             # Webhooks: the chaos receivers listen on 127.0.0.1; retries within seconds, not days.
             "WEBHOOK_ALLOW_PRIVATE_URLS": "1",
             "WEBHOOK_RETRY_SCHEDULE": RETRY_SCHEDULE,
+            # A killed worker's deliveries wait out their lease, a lost publish the republish delay: shorter here.
+            "WEBHOOK_LEASE_S": "35", "WEBHOOK_REPUBLISH_AFTER_S": "15",
             "WEBHOOK_GROUP_ID": f"webhooks-chaos-{self.run_id[:6]}",
             RUN_MARKER: self.run_id,
         }
@@ -207,7 +209,8 @@ class Stack:
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=self.env, check=True,
                        stdout=subprocess.DEVNULL)
         self.api_url = f"http://127.0.0.1:{api_port}"
-        for name in ("api", "worker", "beat", "relay", "history", "webhook-dispatcher", "webhook-worker"):
+        for name in ("api", "worker", "beat", "relay", "history", "webhook-dispatcher", "webhook-worker",
+                     "webhook-failing-worker"):
             self.spawn(name)
         self._wait_api()
         log(f"stack up in {time.monotonic() - t0:.1f}s: API {self.api_url}, state {self.state_dir}")
@@ -228,6 +231,9 @@ class Stack:
             "webhook-worker": [py, "-m", "celery", "-A", "tasks", "worker", "-Q", "webhooks", "-P", "threads", "-c",
                                str(WEBHOOK_THREADS), "-n", f"webhooks-chaos-{self.run_id[:6]}@%h", "--without-mingle",
                                "--without-gossip", "-l", "info"],
+            "webhook-failing-worker": [py, "-m", "celery", "-A", "tasks", "worker", "-Q", "webhooks-failing", "-P",
+                                       "threads", "-c", "8", "-n", f"webhooks-failing-chaos-{self.run_id[:6]}@%h",
+                                       "--without-mingle", "--without-gossip", "-l", "info"],
         }[name]
 
     def spawn(self, name: str) -> subprocess.Popen:

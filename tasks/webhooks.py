@@ -1,11 +1,14 @@
 """Webhook deliveries on the `webhooks` queue: one task per attempt, and the sweep that publishes due ones.
 
-The webhook worker runs threads (`-P threads`): an attempt waits on a receiver
-for up to 10 s, so many run at once and a hanging receiver holds one thread,
-never the command workers.
+The webhook workers run threads (`-P threads`): an attempt waits on a receiver
+for up to 10 s, so many run at once. Queue `webhooks` carries the attempts of
+healthy endpoints, `webhooks-failing` those of endpoints whose last attempt
+failed, each with a worker of its own: a receiver that hangs holds threads of
+the second only, never those of healthy endpoints nor the command workers.
 """
 from celery import shared_task
 
+from app.adapters import command_queue
 from app.services import webhooks
 
 
@@ -16,8 +19,8 @@ def deliver(delivery_id: str) -> str | None:
     is published here with its countdown, a later one by the sweep."""
     outcome = webhooks.attempt(delivery_id)
     countdown = webhooks.retry_countdown(outcome)
-    if countdown is not None:
-        deliver.apply_async(args=[delivery_id], countdown=countdown)
+    if countdown is not None:  # it failed: its endpoint is failing now, so the retry goes to webhooks-failing
+        command_queue.enqueue_delivery(delivery_id, failing=True, countdown=countdown)
     return None if outcome is None else outcome.status
 
 

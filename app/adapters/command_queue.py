@@ -62,17 +62,20 @@ def revoke(job_id: str) -> None:
 
 
 WEBHOOKS_QUEUE = "webhooks"
+FAILING_WEBHOOKS_QUEUE = "webhooks-failing"  # endpoints whose last attempt failed: a worker of their own
 DELIVER_TASK = "wallet.webhooks.deliver"
 
 
-def enqueue_delivery(delivery_id: str) -> bool:
-    """Publish one attempt at a webhook delivery on the `webhooks` queue. False when the broker is away.
+def enqueue_delivery(delivery_id: str, failing: bool = False, countdown: float | None = None) -> bool:
+    """Publish one attempt at a webhook delivery. False when the broker is away.
 
-    The delivery row is committed already: a lost publish is found by the
-    `wallet.webhooks.enqueue_due` sweep.
+    On `webhooks`, or `webhooks-failing` when its endpoint's last attempt failed. The
+    delivery row is committed already: a lost publish is found by the
+    `wallet.webhooks.publish_due` sweep.
     """
     try:
-        celery_app.send_task(DELIVER_TASK, args=[delivery_id], queue=WEBHOOKS_QUEUE)
+        celery_app.send_task(DELIVER_TASK, args=[delivery_id], countdown=countdown,
+                             queue=FAILING_WEBHOOKS_QUEUE if failing else WEBHOOKS_QUEUE)
         return True
     except Exception:  # noqa: BLE001 - any broker failure; the sweep publishes it again
         log.warning("could not publish webhook delivery %s; the sweep will", delivery_id, exc_info=True)

@@ -67,7 +67,7 @@ SHARED_LABELED_GAUGES: dict[str, tuple[str, str]] = {
     "wallet_history_consumer_lag": ("Messages on a partition not yet consumed by the history workers", "partition"),
 }
 
-QUEUES = ("commands", "maintenance", "webhooks")
+QUEUES = ("commands", "maintenance", "webhooks", "webhooks-failing")
 
 # Per-process HTTP metrics of the APIs.
 HTTP_REQUESTS = Counter("wallet_http_requests_total", "HTTP requests by route, method and status",

@@ -12,6 +12,10 @@
   it is about to call, POSTs the signed body, and records the attempt, the
   delivery's next attempt (or its end) and the endpoint's failure streak in one
   transaction.
+- Deliveries to an endpoint whose last attempt failed (it may hang for the
+  whole 10 s timeout) go to the queue `webhooks-failing`, served by a worker of
+  their own, so a receiver that hangs never takes the threads that deliver to
+  every healthy endpoint; its first success brings it back to `webhooks`.
 """
 from __future__ import annotations
 
@@ -37,10 +41,6 @@ log = logging.getLogger(__name__)
 
 NOTIFICATION_TYPES = frozenset({*rules.JOB_NOTIFICATIONS.values(), *(rules.notification_type(t) for t in KNOWN_TYPES)})
 SELF_SCHEDULED_RETRY_S = 300  # a retry due sooner is published by the attempt itself, with a countdown
-LEASE_S = 60  # an attempt takes at most ~10 s; a worker killed mid-attempt frees the delivery after this
-BUSY_DEFER_S = 5  # a delivery whose endpoint has its fill of slow attempts in flight waits this long
-SLOW_ATTEMPT_S = 2  # an attempt in flight longer than this counts against its endpoint's concurrency
-REPUBLISH_AFTER_S = 60  # a published attempt not started by then is published again
 DELIVERIES = cursors.CursorFormat(("time", "uuid"))
 
 _ENDPOINT_COLUMNS = "id::text AS id, url, events, description, status, created_at"
@@ -223,8 +223,8 @@ def fan_out(messages: list) -> tuple[int, int]:
     if not tenants:
         return 0, 0
     with engine().begin() as conn:
-        endpoints = run_sql(conn, "SELECT id::text AS id, tenant_id, events FROM webhook_endpoints"
-                                  " WHERE status = 'enabled' AND tenant_id = ANY(:tenants)",
+        endpoints = run_sql(conn, "SELECT id::text AS id, tenant_id, events, failing_since IS NOT NULL AS failing"
+                                  " FROM webhook_endpoints WHERE status = 'enabled' AND tenant_id = ANY(:tenants)",
                             {"tenants": tenants}).mappings().all()
         by_tenant: dict[str, list] = {}
         for e in endpoints:
@@ -251,10 +251,11 @@ def fan_out(messages: list) -> tuple[int, int]:
             INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, webhook_id, event_type, payload)
             SELECT d.id, d.endpoint_id, d.tenant_id, d.webhook_id, d.event_type, d.payload
               FROM json_populate_recordset(NULL::webhook_deliveries, CAST(:rows AS json)) AS d
-            ON CONFLICT (endpoint_id, webhook_id) DO NOTHING RETURNING id::text
-        """, {"rows": json.dumps(deliveries)}).scalars().all()
-    for delivery_id in new:
-        command_queue.enqueue_delivery(delivery_id)
+            ON CONFLICT (endpoint_id, webhook_id) DO NOTHING RETURNING id::text, endpoint_id::text
+        """, {"rows": json.dumps(deliveries)}).all()
+    failing = {e["id"] for e in endpoints if e["failing"]}
+    for delivery_id, endpoint_id in new:
+        command_queue.enqueue_delivery(delivery_id, failing=endpoint_id in failing)
     metrics.shared().inc("wallet_webhook_deliveries_created_total", amount=len(new)).send()
     return len(new), len(deliveries) - len(new)
 
@@ -262,31 +263,18 @@ def fan_out(messages: list) -> tuple[int, int]:
 # -- one attempt ---------------------------------------------------------------------------------------------
 
 
-# Due, not held by another attempt, and its endpoint has fewer than `limit` attempts in flight for more than
-# SLOW_ATTEMPT_S: a receiver that hangs holds at most that many webhook worker threads (the others keep
-# serving every other endpoint), while a receiver that answers at once is never held back.
-_LEASE = f"""
-    UPDATE webhook_deliveries d SET lease_until = now() + interval '{LEASE_S} seconds', updated_at = now()
+# Due and not held by another attempt. The lease outlives any attempt (10 s per phase); a worker killed
+# mid-attempt frees its deliveries when their leases run out (WEBHOOK_LEASE_S).
+_LEASE = """
+    UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => :lease_s), updated_at = now()
       FROM webhook_endpoints e
      WHERE d.id = CAST(:id AS uuid) AND e.id = d.endpoint_id AND d.status = 'pending'
        AND d.next_attempt_at <= now() + interval '2 seconds'  -- a countdown timed by the worker's clock
        AND (d.lease_until IS NULL OR d.lease_until < now())
-       AND (SELECT count(*) FROM webhook_deliveries x
-             WHERE x.endpoint_id = d.endpoint_id AND x.lease_until > now()
-               AND x.lease_until < now() + interval '{LEASE_S - SLOW_ATTEMPT_S} seconds') < :limit
     RETURNING d.id::text AS id, d.endpoint_id::text AS endpoint_id, d.webhook_id, d.event_type,
               d.payload::text AS body,
               d.attempts, d.created_at, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
               e.status AS endpoint_status, e.failing_since, now() AS now
-"""
-
-# The lease was refused although the delivery is due and free: its endpoint is slow and busy. Try again a little
-# later, without spending an attempt (the sweep publishes it then).
-_DEFER = f"""
-    UPDATE webhook_deliveries SET next_attempt_at = now() + interval '{BUSY_DEFER_S} seconds', enqueued_at = NULL,
-           updated_at = now()
-     WHERE id = CAST(:id AS uuid) AND status = 'pending' AND next_attempt_at <= now() + interval '2 seconds'
-       AND (lease_until IS NULL OR lease_until < now())
 """
 
 _RECORD = """
@@ -326,12 +314,9 @@ def attempt(delivery_id: str) -> rules.Outcome | None:
     one is published by the `publish_due` sweep when it comes due.
     """
     with engine().begin() as conn:
-        lease = run_sql(conn, _LEASE, {"id": delivery_id, "limit": settings().webhook_endpoint_concurrency}
-                        ).mappings().first()
-        if lease is None:
-            run_sql(conn, _DEFER, {"id": delivery_id})  # only if its endpoint was busy
+        lease = run_sql(conn, _LEASE, {"id": delivery_id, "lease_s": settings().webhook_lease_s}).mappings().first()
     if lease is None:
-        return None  # not due, held by another attempt, final, or its endpoint busy (deferred)
+        return None  # not due, held by another attempt, or final
     number = lease["attempts"] + 1
     started, clock = lease["now"], time.monotonic()
     if lease["endpoint_status"] != "enabled":
@@ -388,18 +373,21 @@ def _send(lease, number: int) -> webhook_http.Answer:
 def publish_due(limit: int = 500) -> int:
     """Publish an attempt for every delivery due and not in flight (retries, lost publishes, killed workers)."""
     with engine().begin() as conn:
-        ids = run_sql(conn, f"""
-            UPDATE webhook_deliveries SET enqueued_at = now()
-             WHERE id IN (SELECT id FROM webhook_deliveries
-                           WHERE status = 'pending' AND next_attempt_at <= now()
-                             AND (lease_until IS NULL OR lease_until < now())
-                             AND (enqueued_at IS NULL OR enqueued_at < now() - interval '{REPUBLISH_AFTER_S} seconds')
-                           ORDER BY next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED)
-            RETURNING id::text
-        """, {"n": limit}).scalars().all()
-    for delivery_id in ids:
-        command_queue.enqueue_delivery(delivery_id)
-    return len(ids)
+        rows = run_sql(conn, """
+            WITH due AS (
+                UPDATE webhook_deliveries SET enqueued_at = now()
+                 WHERE id IN (SELECT id FROM webhook_deliveries
+                               WHERE status = 'pending' AND next_attempt_at <= now()
+                                 AND (lease_until IS NULL OR lease_until < now())
+                                 AND (enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => :republish))
+                               ORDER BY next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED)
+                RETURNING id, endpoint_id)
+            SELECT due.id::text AS id, e.failing_since IS NOT NULL AS failing
+              FROM due JOIN webhook_endpoints e ON e.id = due.endpoint_id
+        """, {"n": limit, "republish": settings().webhook_republish_after_s}).mappings().all()
+    for row in rows:
+        command_queue.enqueue_delivery(row["id"], failing=row["failing"])
+    return len(rows)
 
 
 def pending_stats() -> dict:

@@ -250,8 +250,12 @@ def webhook_processes(pipeline):
         [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "webhooks", "-P", "threads", "-c", "8",
          "-n", "webhooks-test@%h", "-l", "info", "--without-mingle", "--without-gossip"],
         log_name="webhook-worker", WEBHOOK_RETRY_SCHEDULE=TEST_WEBHOOK_SCHEDULE)
+    failing_worker = pipeline.group.start(
+        [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "webhooks-failing", "-P", "threads", "-c", "4",
+         "-n", "webhooks-failing-test@%h", "-l", "info", "--without-mingle", "--without-gossip"],
+        log_name="webhook-failing-worker", WEBHOOK_RETRY_SCHEDULE=TEST_WEBHOOK_SCHEDULE)
     wait_for(_dispatcher_assigned, timeout=60, what="the webhook dispatcher to own every partition")
-    yield {"dispatcher": dispatcher, "worker": worker, "group": group}
+    yield {"dispatcher": dispatcher, "worker": worker, "failing_worker": failing_worker, "group": group}
 
 
 def _dispatcher_assigned() -> bool:
