@@ -12,12 +12,13 @@ from app.adapters import command_queue
 from app.services import webhooks
 
 
-@shared_task(name="wallet.webhooks.deliver", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-             soft_time_limit=30, time_limit=45)
-def deliver(delivery_id: str) -> str | None:
+@shared_task(name="wallet.webhooks.deliver", bind=True, acks_late=True, reject_on_worker_lost=True,
+             ignore_result=True, soft_time_limit=30, time_limit=45)
+def deliver(self, delivery_id: str) -> str | None:
     """One attempt, if the delivery is due and no other attempt holds it (else nothing); a retry due soon
     is published here with its countdown, a later one by the sweep."""
-    outcome = webhooks.attempt(delivery_id)
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    outcome = webhooks.attempt(delivery_id, failing_queue=queue == command_queue.FAILING_WEBHOOKS_QUEUE)
     countdown = webhooks.retry_countdown(outcome)
     if countdown is not None:  # it failed: its endpoint is failing now, so the retry goes to webhooks-failing
         command_queue.enqueue_delivery(delivery_id, failing=True, countdown=countdown)

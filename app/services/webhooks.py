@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 NOTIFICATION_TYPES = frozenset({*rules.JOB_NOTIFICATIONS.values(), *(rules.notification_type(t) for t in KNOWN_TYPES)})
 SELF_SCHEDULED_RETRY_S = 300  # a retry due sooner is published by the attempt itself, with a countdown
 DELIVERIES = cursors.CursorFormat(("time", "uuid"))
+MAIN_SHARE = 4  # attempts of one endpoint at once on the `webhooks` queue
 
 _ENDPOINT_COLUMNS = "id::text AS id, url, events, description, status, created_at"
 _DELIVERY_COLUMNS = ("id::text AS id, endpoint_id::text AS endpoint_id, webhook_id, event_type, status, attempts,"
@@ -264,17 +265,30 @@ def fan_out(messages: list) -> tuple[int, int]:
 
 
 # Due and not held by another attempt. The lease outlives any attempt (10 s per phase); a worker killed
-# mid-attempt frees its deliveries when their leases run out (WEBHOOK_LEASE_S).
+# mid-attempt frees its deliveries when their leases run out (WEBHOOK_LEASE_S). On the `webhooks` queue an
+# endpoint gets at most MAIN_SHARE attempts at once, and none once an attempt has failed: the rest go to
+# `webhooks-failing`, so a receiver that starts to hang holds at most MAIN_SHARE of the healthy threads.
 _LEASE = """
     UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => :lease_s), updated_at = now()
       FROM webhook_endpoints e
      WHERE d.id = CAST(:id AS uuid) AND e.id = d.endpoint_id AND d.status = 'pending'
        AND d.next_attempt_at <= now() + interval '2 seconds'  -- a countdown timed by the worker's clock
        AND (d.lease_until IS NULL OR d.lease_until < now())
+       AND (:failing_queue OR (e.failing_since IS NULL
+            AND (SELECT count(*) FROM webhook_deliveries x
+                  WHERE x.endpoint_id = d.endpoint_id AND x.lease_until > now()) < :share))
     RETURNING d.id::text AS id, d.endpoint_id::text AS endpoint_id, d.webhook_id, d.event_type,
               d.payload::text AS body,
               d.attempts, d.created_at, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
               e.status AS endpoint_status, e.failing_since, now() AS now
+"""
+
+# Refused on `webhooks` although due and free: its endpoint is failing or has its share in flight.
+_REROUTE = """
+    UPDATE webhook_deliveries SET enqueued_at = now(), updated_at = now()
+     WHERE id = CAST(:id AS uuid) AND status = 'pending' AND next_attempt_at <= now() + interval '2 seconds'
+       AND (lease_until IS NULL OR lease_until < now())
+    RETURNING id::text
 """
 
 _RECORD = """
@@ -307,16 +321,20 @@ def _self_scheduled(outcome: rules.Outcome) -> bool:
     return outcome.status == "pending" and (outcome.retry_in_s or 0) <= SELF_SCHEDULED_RETRY_S
 
 
-def attempt(delivery_id: str) -> rules.Outcome | None:
+def attempt(delivery_id: str, failing_queue: bool = False) -> rules.Outcome | None:
     """One attempt at a delivery if it is due and no other attempt holds it; its outcome (None: no attempt).
 
     A retry due within SELF_SCHEDULED_RETRY_S is for the caller to publish with that countdown; a later
     one is published by the `publish_due` sweep when it comes due.
     """
     with engine().begin() as conn:
-        lease = run_sql(conn, _LEASE, {"id": delivery_id, "lease_s": settings().webhook_lease_s}).mappings().first()
+        lease = run_sql(conn, _LEASE, {"id": delivery_id, "lease_s": settings().webhook_lease_s,
+                                       "failing_queue": failing_queue, "share": MAIN_SHARE}).mappings().first()
+        rerouted = None if lease is not None or failing_queue else run_sql(conn, _REROUTE, {"id": delivery_id}).scalar()
+    if rerouted is not None:
+        command_queue.enqueue_delivery(rerouted, failing=True)
     if lease is None:
-        return None  # not due, held by another attempt, or final
+        return None  # not due, held by another attempt, final, or handed to webhooks-failing
     number = lease["attempts"] + 1
     started, clock = lease["now"], time.monotonic()
     if lease["endpoint_status"] != "enabled":
