@@ -15,7 +15,8 @@
 - Deliveries to an endpoint whose last attempt failed (it may hang for the
   whole 10 s timeout) go to the queue `webhooks-failing`, served by a worker of
   their own, so a receiver that hangs never takes the threads that deliver to
-  every healthy endpoint; its first success brings it back to `webhooks`.
+  every healthy endpoint; its first success brings it back to `webhooks`. Every
+  retry goes to `webhooks-failing` too: `webhooks` carries first attempts.
 """
 from __future__ import annotations
 
@@ -399,8 +400,10 @@ def publish_due(limit: int = 500) -> int:
                                  AND (lease_until IS NULL OR lease_until < now())
                                  AND (enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => :republish))
                                ORDER BY next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED)
-                RETURNING id, endpoint_id)
-            SELECT due.id::text AS id, e.failing_since IS NOT NULL AS failing
+                RETURNING id, endpoint_id, attempts)
+            -- a retry goes to webhooks-failing: when a recovered endpoint's retries come due together,
+            -- they queue behind no healthy endpoint's first attempts
+            SELECT due.id::text AS id, (e.failing_since IS NOT NULL OR due.attempts > 0) AS failing
               FROM due JOIN webhook_endpoints e ON e.id = due.endpoint_id
         """, {"n": limit, "republish": settings().webhook_republish_after_s}).mappings().all()
     for row in rows:

@@ -69,7 +69,8 @@ def test_an_independent_batch_applies_each_command_as_its_own_job_and_a_rejectio
     with engine().connect() as conn:
         entries = conn.execute(text("SELECT count(*) FROM journal_entries WHERE job_id = ANY(CAST(:ids AS uuid[]))"),
                                {"ids": batch["job_ids"]}).scalar()
-        events = conn.execute(text("SELECT payload FROM outbox WHERE payload->>'job_id' = ANY(:ids) ORDER BY id"),
+        events = conn.execute(text("SELECT payload FROM outbox WHERE aggregatetype = 'wallet' AND payload->>'job_id' = ANY(:ids)"
+                                 " ORDER BY id"),
                               {"ids": batch["job_ids"]}).scalars().all()
     assert entries == 3
     assert [e["event_type"] for e in events] == ["TRANSFER_COMPLETED", "WALLET_FUNDED", "WALLET_WITHDRAWN"]
@@ -125,7 +126,8 @@ def test_an_atomic_batch_applies_every_command_in_one_job(client):
         ("TRANSFER", "10.00", "0.00"), ("TRANSFER", "2.50", "7.50"), ("FUND", "0.50", "8.00")]
     assert balance(client, a) == "2.50" and balance(client, b) == "8.00"
     with engine().connect() as conn:
-        events = conn.execute(text("SELECT payload FROM outbox WHERE payload->>'job_id' = :id ORDER BY id"),
+        events = conn.execute(text("SELECT payload FROM outbox WHERE aggregatetype = 'wallet' AND payload->>'job_id' = :id"
+                                 " ORDER BY id"),
                               {"id": job["id"]}).scalars().all()
     assert len(events) == 3 and len({e["event_id"] for e in events}) == 3  # one event per command, distinct ids
     assert {e["batch_id"] for e in events} == {batch["id"]}

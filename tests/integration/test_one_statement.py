@@ -37,7 +37,8 @@ def _wallet(wallet_id: str) -> tuple[Decimal, int]:
 
 def _outbox_rows(job_id: str) -> int:
     with engine().connect() as conn:
-        return conn.execute(text("SELECT count(*) FROM outbox WHERE payload->>'job_id' = :id"), {"id": job_id}).scalar()
+        return conn.execute(text("SELECT count(*) FROM outbox WHERE aggregatetype = 'wallet'"
+                                 " AND payload->>'job_id' = :id"), {"id": job_id}).scalar()
 
 
 def _bump_version(wallet_id: str) -> None:

@@ -2,7 +2,9 @@
 import uuid
 
 import pytest
+from sqlalchemy import text
 
+from app.adapters.db import engine
 from app.services import api_keys
 from tests.conftest import api_client
 from tests.helpers import create_wallet, funded_wallet, run, wait_job
@@ -67,7 +69,8 @@ def test_bad_key_specs_are_refused(spec):
         api_keys.parse_spec(spec)
 
 
-def cross_tenant_routes(wallet_id, other_wallet_id, hold_id, transaction_id, job_id, batch_id):
+def cross_tenant_routes(wallet_id, other_wallet_id, hold_id, transaction_id, job_id, batch_id, endpoint_id="",
+                        delivery_id=""):
     """Every route that names a resource, with a body that would otherwise be accepted."""
     return [
         ("GET", f"/wallets/{wallet_id}", None, "WALLET_NOT_FOUND"),
@@ -94,6 +97,12 @@ def cross_tenant_routes(wallet_id, other_wallet_id, hold_id, transaction_id, job
         ("POST", f"/jobs/{job_id}/cancel", None, "JOB_NOT_FOUND"),
         ("GET", f"/batches/{batch_id}", None, "BATCH_NOT_FOUND"),
         ("GET", f"/batches/{batch_id}/jobs", None, "BATCH_NOT_FOUND"),
+        ("GET", f"/webhook-endpoints/{endpoint_id}", None, "WEBHOOK_ENDPOINT_NOT_FOUND"),
+        ("DELETE", f"/webhook-endpoints/{endpoint_id}", None, "WEBHOOK_ENDPOINT_NOT_FOUND"),
+        ("POST", f"/webhook-endpoints/{endpoint_id}/rotate-secret", None, "WEBHOOK_ENDPOINT_NOT_FOUND"),
+        ("GET", f"/webhook-endpoints/{endpoint_id}/deliveries", None, "WEBHOOK_ENDPOINT_NOT_FOUND"),
+        ("GET", f"/webhook-deliveries/{delivery_id}/attempts", None, "WEBHOOK_DELIVERY_NOT_FOUND"),
+        ("POST", f"/webhook-deliveries/{delivery_id}/retry", None, "WEBHOOK_DELIVERY_NOT_FOUND"),
     ]
 
 
@@ -104,7 +113,14 @@ def test_another_tenants_resources_are_404_on_every_route(client, tenant_b, admi
     other = run(tenant_b, "/wallets", {"user_id": "b-user"})["result"]["id"]
     batch_id = client.post("/batches", json={"atomic": True, "commands": [  # fails whole: no balance changes
         {"type": "withdraw", "wallet_id": wallet_id, "amount": "1000.00"}]}).get_json()["id"]
-    routes = cross_tenant_routes(wallet_id, other, hold["result"]["id"], transaction_id, hold["id"], batch_id)
+    endpoint = client.post("/webhook-endpoints", json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]}).get_json()
+    delivery_id = str(uuid.uuid4())
+    with engine().begin() as conn:  # a delivery of tenant A's endpoint (no dispatcher runs in this module)
+        conn.execute(text("INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, webhook_id, event_type, payload,"
+                          " status) VALUES (:id, :e, 'tenant-a', 'msg_x', 'wallet.funded', '{}', 'failed')"),
+                     {"id": delivery_id, "e": endpoint["id"]})
+    routes = cross_tenant_routes(wallet_id, other, hold["result"]["id"], transaction_id, hold["id"], batch_id,
+                                 endpoint["id"], delivery_id)
     urls = wallet_app.url_map.bind("localhost")
     tested = {urls.match(path, method)[0] for method, path, _, _ in routes}
     named_routes = {rule.endpoint for rule in wallet_app.url_map.iter_rules()
