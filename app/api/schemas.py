@@ -235,5 +235,5 @@ class WebhookEndpointSchema(Schema):
 
 
 class DeliveriesQuerySchema(PageQuerySchema):
-    cursor = cursor_field(cursors.CursorFormat(("time", "uuid")))
+    cursor = cursor_field(cursors.WEBHOOK_DELIVERIES)
     status = fields.String(validate=validate.OneOf(["pending", "succeeded", "failed"]))

@@ -63,3 +63,4 @@ TRANSACTIONS = CursorFormat(("int",))  # the wallet's version
 BATCH_JOBS = CursorFormat(("int",))  # the job's index in its batch
 WALLET_HISTORY = CursorFormat(("int", "uuid"))  # wallet_version, event_id
 USER_ACTIVITY = CursorFormat(("time", "uuid", "uuid"))  # occurred_at, event_id, wallet_id
+WEBHOOK_DELIVERIES = CursorFormat(("time", "uuid"))  # created_at, id

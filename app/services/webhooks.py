@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 NOTIFICATION_TYPES = frozenset({*rules.JOB_NOTIFICATIONS.values(), *(rules.notification_type(t) for t in KNOWN_TYPES)})
 SELF_SCHEDULED_RETRY_S = 300  # a retry due sooner is published by the attempt itself, with a countdown
-DELIVERIES = cursors.CursorFormat(("time", "uuid"))
 MAIN_SHARE = 4  # attempts of one endpoint at once on the `webhooks` queue
 
 _ENDPOINT_COLUMNS = "id::text AS id, url, events, description, status, created_at"
@@ -152,7 +151,7 @@ def list_deliveries(endpoint_id: str, tenant_id: str | None, status: str | None,
     params: dict = {"endpoint": endpoint_id, "status": status, "limit": limit + 1}
     after = ""
     if cursor:
-        params["c_at"], params["c_id"] = DELIVERIES.decode(cursor)
+        params["c_at"], params["c_id"] = cursors.WEBHOOK_DELIVERIES.decode(cursor)
         after = " AND (created_at, id) < (:c_at, CAST(:c_id AS uuid))"
     with engine().connect() as conn:
         rows = conn.execute(text(
@@ -160,7 +159,7 @@ def list_deliveries(endpoint_id: str, tenant_id: str | None, status: str | None,
             + ("" if status is None else " AND status = :status") + after
             + " ORDER BY created_at DESC, id DESC LIMIT :limit"), params).mappings().all()
     items = rows[:limit]
-    next_cursor = DELIVERIES.encode(items[-1]["created_at"], items[-1]["id"]) if len(rows) > limit else None
+    next_cursor = cursors.WEBHOOK_DELIVERIES.encode(items[-1]["created_at"], items[-1]["id"]) if len(rows) > limit else None
     return {"items": [delivery_view(r) for r in items], "next_cursor": next_cursor}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from app.services.audit import run_audit
 from scripts.devstack import pick_port
 from tests.conftest import REPO, TENANT_A_KEY, wait_for
+from tests.integration.test_readme import answers
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 SEED = 20261128
@@ -37,21 +37,13 @@ def run_schemathesis(base_url: str, examples: int, min_cases: int) -> None:
     assert generated and int(generated.group(1)) >= min_cases, summary
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture()
 def wallet_api_url(processes, worker):
     port = pick_port()
     processes.start([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind",
                      f"127.0.0.1:{port}", "--workers", "2", "app.api:create_app()"], log_name="schemathesis-api")
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(url + "/health"), timeout=30, what=f"the Wallet API on {url}")
+    wait_for(lambda: answers(url + "/health"), timeout=30, what=f"the Wallet API on {url}")
     return url
 
 
