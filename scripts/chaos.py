@@ -56,9 +56,9 @@ its receiver answers at once for 10 s, then holds each request 15 s, past the
 10 s attempt timeout, for 20 s, then answers again; the main receiver's
 latency p99 while it hangs must stay under 5 s or twice its calm-phase p99;
 every delivery of the second endpoint must succeed in the end, then it is
-deleted), `webhook-worker-kill` (the receiver holds requests 2 s; SIGKILL the
-webhook worker once one is open, restart it: each interrupted notification must
-arrive again with its webhook-id, after the lease runs out, while the notifications
+deleted), `webhook-worker-kill` (the receiver holds requests 1.5 s; SIGKILL the
+webhook worker once one is open, restart it under its node name: each interrupted
+notification must arrive again with its webhook-id, while the notifications
 after the restart must not wait: their p99 stays under 30 s). Kafka pauses,
 Redis restarts and the other faults get the webhook checks too.
 
@@ -837,14 +837,15 @@ class Faults:
 
     def webhook_worker_kill(self) -> None:
         """SIGKILL the webhook worker while an attempt is in flight (the main receiver holds each request
-        2 s meanwhile), start it again 2 s later: the interrupted notifications must arrive again, same id."""
+        1.5 s meanwhile: under the 2 s after which its endpoint would count as slow and its deliveries go to the
+        other worker), start it again 2 s later: the interrupted notifications must arrive again, same id."""
         rx = self.webhooks.receiver
-        rx.delay_s = 2.0
+        rx.delay_s = 1.5
         deadline = time.monotonic() + 20
         open_ids: list[str] = []
         try:
             while time.monotonic() < deadline and not open_ids:
-                open_ids = rx.open_requests(0.1, 1.2)  # each still held ≥ 0.8 s: its answer cannot slip out
+                open_ids = rx.open_requests(0.1, 0.7)  # each still held ≥ 0.8 s: its answer cannot slip out
                 time.sleep(0.01)
             if open_ids:
                 with rx.lock:

@@ -1,15 +1,18 @@
 """The wallet workers: `celery -A tasks worker` finds the Celery app here, with its signals and tasks."""
 import logging
 import threading
+import time
 
 from celery.signals import (
     after_setup_logger, after_setup_task_logger, task_postrun, task_prerun, worker_process_init,
     worker_process_shutdown, worker_ready, worker_shutting_down,
 )
 
+from app.adapters import command_queue
 from app.adapters.celery_app import celery_app
 
 app = celery_app  # the name `celery -A tasks` looks for
+_STARTED_AT = time.time()  # this worker's start: leases of its node name taken before are its dead run's
 
 
 @worker_process_init.connect
@@ -70,6 +73,20 @@ def _start_heartbeat(sender=None, **_):
     hostname = getattr(sender, "hostname", "worker")
     threading.Thread(target=readiness.worker_heartbeat, args=(hostname, _heartbeat_stop), daemon=True,
                      name="wallet-heartbeat").start()
+
+
+@worker_ready.connect
+def _free_interrupted_webhook_attempts(sender=None, **_):
+    """A webhook worker that starts again under its node name frees what its killed run held (see
+    services.webhooks.release_leases); a worker of another queue holds none."""
+    from app.services import webhooks as webhook_service
+
+    queues = {q.name for q in getattr(getattr(sender, "task_consumer", None), "queues", ())}
+    if queues & {command_queue.WEBHOOKS_QUEUE, command_queue.FAILING_WEBHOOKS_QUEUE}:
+        try:
+            webhook_service.release_leases(sender.hostname, _STARTED_AT)
+        except Exception:  # noqa: BLE001 - the database away at start: the leases run out on their own
+            logging.getLogger(__name__).exception("could not free the webhook leases of %s", sender.hostname)
 
 
 @worker_shutting_down.connect

@@ -18,7 +18,8 @@ def deliver(self, delivery_id: str) -> str | None:
     """One attempt, if the delivery is due and no other attempt holds it (else nothing); a retry due soon
     is published here with its countdown, a later one by the sweep."""
     queue = (self.request.delivery_info or {}).get("routing_key")
-    outcome = webhooks.attempt(delivery_id, failing_queue=queue == command_queue.FAILING_WEBHOOKS_QUEUE)
+    outcome = webhooks.attempt(delivery_id, failing_queue=queue == command_queue.FAILING_WEBHOOKS_QUEUE,
+                               worker=self.request.hostname)
     countdown = webhooks.retry_countdown(outcome)
     if countdown is not None:  # it failed: its endpoint is failing now, so the retry goes to webhooks-failing
         command_queue.enqueue_delivery(delivery_id, failing=True, countdown=countdown)

@@ -25,6 +25,8 @@ class Receiver:
     default_status: int = 200
     hang_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0  # requests being answered now
+    max_in_flight: int = 0  # ... at most, so far
 
     @property
     def url(self) -> str:
@@ -52,9 +54,13 @@ def start_receiver() -> Receiver:
         def do_POST(self):  # noqa: N802 - the http.server API
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             headers = {k.lower(): v for k, v in self.headers.items()}
+            with receiver.lock:
+                receiver.in_flight += 1
+                receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
             if receiver.hang_s:
                 time.sleep(receiver.hang_s)
             with receiver.lock:
+                receiver.in_flight -= 1
                 receiver.received.append(Received(self.path, headers, body, time.time()))
                 statuses = receiver.answers.get(headers.get("webhook-id", ""))
                 status = statuses.pop(0) if statuses else receiver.default_status

@@ -229,6 +229,7 @@ webhook_deliveries = Table(
     Column("last_error", Text),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("lease_until", DateTime(timezone=True)),  # an attempt in flight owns the delivery until then
+    Column("leased_by", Text),  # ... in this Celery worker (node name): it frees them when it starts again
     Column("enqueued_at", DateTime(timezone=True), server_default=NOW),  # its task was published then
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),

@@ -42,7 +42,15 @@ log = logging.getLogger(__name__)
 
 NOTIFICATION_TYPES = frozenset({*rules.JOB_NOTIFICATIONS.values(), *(rules.notification_type(t) for t in KNOWN_TYPES)})
 SELF_SCHEDULED_RETRY_S = 300  # a retry due sooner is published by the attempt itself, with a countdown
-MAIN_SHARE = 4  # attempts of one endpoint at once on the `webhooks` queue
+# Attempts of one endpoint at once on the `webhooks` queue (half the worker's 16 threads). Counted without a lock
+# per endpoint (which would serialize every attempt of a busy one): leases taken at the same instant may exceed
+# it by one or two.
+MAIN_SHARE = 8
+# An endpoint at its share whose oldest attempt in flight started this long ago is slow (it may hang until the
+# 10 s timeout): its next deliveries go to `webhooks-failing`. An attempt at one at its share but fast waits
+# for a free place (polling, BUSY_POLL_S doubling to BUSY_POLL_MAX_S, at most BUSY_WAIT_MAX_S).
+SLOW_ATTEMPT_S = 2.0
+BUSY_POLL_S, BUSY_POLL_MAX_S, BUSY_WAIT_MAX_S = 0.02, 0.2, 10.0
 
 _ENDPOINT_COLUMNS = "id::text AS id, url, events, description, status, created_at"
 _DELIVERY_COLUMNS = ("id::text AS id, endpoint_id::text AS endpoint_id, webhook_id, event_type, status, attempts,"
@@ -55,6 +63,7 @@ class EndpointNotFound(LookupError):
 
 class DeliveryNotFound(LookupError):
     pass
+
 
 
 def endpoint_view(row, secret: str | None = None) -> dict:
@@ -266,10 +275,11 @@ def fan_out(messages: list) -> tuple[int, int]:
 
 # Due and not held by another attempt. The lease outlives any attempt (10 s per phase); a worker killed
 # mid-attempt frees its deliveries when their leases run out (WEBHOOK_LEASE_S). On the `webhooks` queue an
-# endpoint gets at most MAIN_SHARE attempts at once, and none once an attempt has failed: the rest go to
-# `webhooks-failing`, so a receiver that starts to hang holds at most MAIN_SHARE of the healthy threads.
+# endpoint gets at most MAIN_SHARE attempts at once, and none once an attempt has failed, so a receiver that
+# starts to hang holds at most MAIN_SHARE of the healthy threads (see _HELD_BACK for the others).
 _LEASE = """
-    UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => :lease_s), updated_at = now()
+    UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => :lease_s), leased_by = :worker,
+           updated_at = now()
       FROM webhook_endpoints e
      WHERE d.id = CAST(:id AS uuid) AND e.id = d.endpoint_id AND d.status = 'pending'
        AND d.next_attempt_at <= now() + interval '2 seconds'  -- a countdown timed by the worker's clock
@@ -283,12 +293,19 @@ _LEASE = """
               e.status AS endpoint_status, e.failing_since, now() AS now
 """
 
-# Refused on `webhooks` although due and free: its endpoint is failing or has its share in flight.
-_REROUTE = """
-    UPDATE webhook_deliveries SET enqueued_at = now(), updated_at = now()
-     WHERE id = CAST(:id AS uuid) AND status = 'pending' AND next_attempt_at <= now() + interval '2 seconds'
-       AND (lease_until IS NULL OR lease_until < now())
-    RETURNING id::text
+# Refused on `webhooks` although due and free. To `webhooks-failing` if its endpoint is failing or slow (at its
+# share with an attempt older than SLOW_ATTEMPT_S): it would hold healthy threads. Otherwise its endpoint is
+# merely busy, and it waits for a place on `webhooks` (in the thread: a Celery retry per poll would spend the CPU
+# a backlog needs): on `webhooks-failing` it would queue behind the attempts of hanging receivers.
+_HELD_BACK = """
+    UPDATE webhook_deliveries d SET enqueued_at = now(), updated_at = now()
+      FROM webhook_endpoints e
+     WHERE d.id = CAST(:id AS uuid) AND e.id = d.endpoint_id AND d.status = 'pending'
+       AND d.next_attempt_at <= now() + interval '2 seconds' AND (d.lease_until IS NULL OR d.lease_until < now())
+    RETURNING e.failing_since IS NOT NULL
+              OR coalesce((SELECT min(x.lease_until) FROM webhook_deliveries x
+                            WHERE x.endpoint_id = d.endpoint_id AND x.lease_until > now())
+                          < now() + make_interval(secs => :lease_s - :slow_s), false) AS slow
 """
 
 _RECORD = """
@@ -321,18 +338,13 @@ def _self_scheduled(outcome: rules.Outcome) -> bool:
     return outcome.status == "pending" and (outcome.retry_in_s or 0) <= SELF_SCHEDULED_RETRY_S
 
 
-def attempt(delivery_id: str, failing_queue: bool = False) -> rules.Outcome | None:
+def attempt(delivery_id: str, failing_queue: bool = False, worker: str | None = None) -> rules.Outcome | None:
     """One attempt at a delivery if it is due and no other attempt holds it; its outcome (None: no attempt).
 
     A retry due within SELF_SCHEDULED_RETRY_S is for the caller to publish with that countdown; a later
     one is published by the `publish_due` sweep when it comes due.
     """
-    with engine().begin() as conn:
-        lease = run_sql(conn, _LEASE, {"id": delivery_id, "lease_s": settings().webhook_lease_s,
-                                       "failing_queue": failing_queue, "share": MAIN_SHARE}).mappings().first()
-        rerouted = None if lease is not None or failing_queue else run_sql(conn, _REROUTE, {"id": delivery_id}).scalar()
-    if rerouted is not None:
-        command_queue.enqueue_delivery(rerouted, failing=True)
+    lease = _lease(delivery_id, failing_queue, worker)
     if lease is None:
         return None  # not due, held by another attempt, final, or handed to webhooks-failing
     number = lease["attempts"] + 1
@@ -366,6 +378,27 @@ def attempt(delivery_id: str, failing_queue: bool = False) -> rules.Outcome | No
     log.info("webhook attempt %d of delivery %s: %s", number, delivery_id, answer.status_code or answer.error,
              extra={"delivery_id": delivery_id, "status": outcome.status, "duration_ms": duration_ms})
     return outcome
+
+
+def _lease(delivery_id: str, failing_queue: bool, worker: str | None):
+    """The delivery's lease (its row, with its endpoint's), or None if it is not this attempt's to make."""
+    lease_s = settings().webhook_lease_s
+    pause, deadline = BUSY_POLL_S, time.monotonic() + BUSY_WAIT_MAX_S
+    while True:
+        with engine().begin() as conn:
+            lease = run_sql(conn, _LEASE, {"id": delivery_id, "lease_s": lease_s, "failing_queue": failing_queue,
+                                           "share": MAIN_SHARE, "worker": worker}).mappings().first()
+            if lease is not None or failing_queue:
+                return lease
+            slow = run_sql(conn, _HELD_BACK, {"id": delivery_id, "lease_s": lease_s,
+                                              "slow_s": SLOW_ATTEMPT_S}).scalar()
+        if slow is None:
+            return None  # not due, held by another attempt, or final
+        if slow or time.monotonic() > deadline:
+            command_queue.enqueue_delivery(delivery_id, failing=True)
+            return None
+        time.sleep(pause)  # its endpoint is busy, and fast: a place frees soon
+        pause = min(BUSY_POLL_MAX_S, pause * 2)
 
 
 def retry_countdown(outcome: rules.Outcome | None) -> float | None:
@@ -408,6 +441,23 @@ def publish_due(limit: int = 500) -> int:
     for row in rows:
         command_queue.enqueue_delivery(row["id"], failing=row["failing"])
     return len(rows)
+
+
+def release_leases(worker: str, started_at: float) -> int:
+    """Free the leases a previous run of this worker (same node name) held when it died, taken before this
+    run started (POSIX time `started_at`), and publish those deliveries again now; their attempts were
+    interrupted. Returns how many."""
+    with engine().begin() as conn:
+        released = run_sql(conn, """
+            UPDATE webhook_deliveries SET lease_until = NULL, leased_by = NULL, enqueued_at = NULL, updated_at = now()
+             WHERE lease_until > now() AND leased_by = :worker AND status = 'pending'
+               AND lease_until - make_interval(secs => :lease_s) < to_timestamp(:started)
+        """, {"worker": worker, "started": started_at, "lease_s": settings().webhook_lease_s}).rowcount
+    if released:
+        log.warning("webhook worker %s started again: %d interrupted attempts freed and published again",
+                    worker, released)
+        publish_due()
+    return released
 
 
 def pending_stats() -> dict:

@@ -240,16 +240,25 @@ class Tansu:
 TEST_WEBHOOK_SCHEDULE = "1,1,2"
 
 
+WEBHOOK_WORKER_NAME = "webhooks-test@%h"
+
+
+def start_webhook_worker(pipeline) -> subprocess.Popen:
+    """The webhook worker of the tests (threads, queue `webhooks`), always under the same node name; more
+    threads than an endpoint may use at once (services.webhooks.MAIN_SHARE)."""
+    return pipeline.group.start(
+        [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "webhooks", "-P", "threads", "-c", "12",
+         "-n", WEBHOOK_WORKER_NAME, "-l", "info", "--without-mingle", "--without-gossip"],
+        log_name="webhook-worker", WEBHOOK_RETRY_SCHEDULE=TEST_WEBHOOK_SCHEDULE)
+
+
 @pytest.fixture(scope="session")
 def webhook_processes(pipeline):
     """The webhook dispatcher (its own consumer group) and a webhook worker (threads, queue `webhooks`)."""
     group = f"webhooks-test-{uuid.uuid4().hex[:6]}"
     dispatcher = pipeline.group.start([sys.executable, "-m", "app.webhook_dispatcher"], log_name="webhook-dispatcher",
                                       WEBHOOK_GROUP_ID=group)
-    worker = pipeline.group.start(
-        [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "webhooks", "-P", "threads", "-c", "8",
-         "-n", "webhooks-test@%h", "-l", "info", "--without-mingle", "--without-gossip"],
-        log_name="webhook-worker", WEBHOOK_RETRY_SCHEDULE=TEST_WEBHOOK_SCHEDULE)
+    worker = start_webhook_worker(pipeline)
     failing_worker = pipeline.group.start(
         [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "webhooks-failing", "-P", "threads", "-c", "4",
          "-n", "webhooks-failing-test@%h", "-l", "info", "--without-mingle", "--without-gossip"],

@@ -6,6 +6,7 @@ implementation, as a receiver would.
 from __future__ import annotations
 
 import json
+import signal
 import time
 import uuid
 
@@ -13,7 +14,9 @@ import pytest
 from standardwebhooks import Webhook
 
 from app.adapters.db import engine
+from app.services import webhooks
 from tests.conftest import api_client, wait_for
+from tests.history.conftest import start_webhook_worker
 from tests.helpers import create_wallet, run
 from tests.webhook_receiver import start_receiver
 
@@ -184,6 +187,22 @@ def test_a_hanging_receiver_does_not_delay_another(client, receiver):
         slow.close()
 
 
+def test_a_busy_fast_endpoint_waits_for_its_share_on_the_healthy_worker(client, receiver):
+    receiver.hang_s = 1.0  # slower than the notifications come, faster than "slow" (SLOW_ATTEMPT_S)
+    endpoint = register(client, receiver.url, events=["wallet.created"])
+    for i in range(24):  # submitted at once, not one after the other's outcome
+        assert client.post("/wallets", json={"user_id": f"busy-{i}-{uuid.uuid4().hex[:4]}", "currency": "USD"}) \
+            .status_code == 202
+    wait_for(lambda: len(receiver.of_type("wallet.created")) >= 24, timeout=30, what="every notification")
+    # Its share at once, all of it when busy; two leases committed at the same instant may each see one place
+    # left (the count is not serialized per endpoint: a lock would serialize every attempt of a busy endpoint).
+    assert webhooks.MAIN_SHARE <= receiver.max_in_flight <= webhooks.MAIN_SHARE + 2
+    with engine().connect() as conn:
+        workers = conn.exec_driver_sql("SELECT DISTINCT split_part(leased_by, '@', 1) FROM webhook_deliveries"
+                                       " WHERE endpoint_id = %(e)s::uuid", {"e": endpoint["id"]}).scalars().all()
+    assert workers == ["webhooks-test"], "a busy endpoint is not failing: none of its attempts went to the other queue"
+
+
 def _attempted(client, endpoint: dict) -> bool:
     items = client.get(f"/webhook-endpoints/{endpoint['id']}/deliveries").get_json()["items"]
     return any(d["attempts"] >= 1 for d in items)
@@ -192,3 +211,31 @@ def _attempted(client, endpoint: dict) -> bool:
 def _leased() -> int:
     with engine().connect() as conn:
         return conn.exec_driver_sql("SELECT count(*) FROM webhook_deliveries WHERE lease_until > now()").scalar()
+
+
+def _lease_holder(endpoint: dict) -> str | None:
+    with engine().connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT leased_by FROM webhook_deliveries WHERE endpoint_id = %(e)s::uuid AND lease_until > now()",
+            {"e": endpoint["id"]}).scalar()
+
+
+def test_a_killed_worker_started_again_redelivers_its_interrupted_attempt_at_once(client, receiver, pipeline,
+                                                                                 webhook_processes):
+    receiver.hang_s = 4  # the attempt is in flight (well within the 10 s timeout) when the worker dies
+    endpoint = register(client, receiver.url, events=["wallet.created"])
+    create_wallet(client, user_id=f"kill-{uuid.uuid4().hex[:4]}")
+    wait_for(lambda: _lease_holder(endpoint), timeout=30, what="an attempt in flight")
+    assert _lease_holder(endpoint).startswith("webhooks-test@")
+    killed = time.time()
+    pipeline.group.stop(webhook_processes["worker"], signal.SIGKILL)
+    receiver.hang_s = 0
+    webhook_processes["worker"] = start_webhook_worker(pipeline)  # same node name, as a supervisor restarts it
+    # Well before its lease (60 s) runs out: the new run frees what the dead one held and publishes it again.
+    wait_for(lambda: _delivery(client, endpoint, "succeeded"), timeout=25, what="the interrupted delivery")
+    assert time.time() - killed < 25
+    delivered = _delivery(client, endpoint, "succeeded")
+    # The receiver records a request once it answered: the interrupted one (into a closed socket) 4 s after it came.
+    wait_for(lambda: receiver.ids().count(delivered["webhook_id"]) == 2, timeout=10,
+             what="the interrupted request and the redelivery, with the same webhook-id")
+    assert delivered["attempts"] == 1  # the interrupted attempt left no record: it is attempted again as the first
