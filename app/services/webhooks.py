@@ -360,6 +360,10 @@ def attempt(delivery_id: str, failing_queue: bool = False, worker: str | None = 
     if lease["endpoint_status"] != "enabled":
         outcome = rules.Outcome("failed", None, False)
     with engine().begin() as conn:
+        # The endpoint's row first, then the delivery's, as deleting an endpoint locks them (its row, then the
+        # cascade): in one statement's CTEs the order is PostgreSQL's, and the two could deadlock.
+        run_sql(conn, "SELECT 1 FROM webhook_endpoints WHERE id = CAST(:endpoint AS uuid) FOR NO KEY UPDATE",
+                {"endpoint": lease["endpoint_id"]})
         run_sql(conn, _RECORD, {
             "id": delivery_id, "endpoint": lease["endpoint_id"], "attempt": number, "started_at": started,
             "duration_ms": duration_ms, "status_code": answer.status_code, "error": answer.error,

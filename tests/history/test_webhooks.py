@@ -28,8 +28,11 @@ def receiver():
     r = start_receiver()
     yield r
     r.close()
-    with engine().begin() as conn:  # the next test's notifications go to its own endpoints only
-        conn.exec_driver_sql("DELETE FROM webhook_endpoints")
+    with engine().connect() as conn:  # the next test's notifications go to its own endpoints only
+        endpoint_ids = conn.exec_driver_sql("SELECT id FROM webhook_endpoints ORDER BY id").scalars().all()
+    for endpoint_id in endpoint_ids:  # one at a time, as the API deletes them (no lock order to get wrong)
+        with engine().begin() as conn:
+            conn.exec_driver_sql("DELETE FROM webhook_endpoints WHERE id = %(id)s", {"id": endpoint_id})
 
 
 def register(client, url: str, events=("*",)) -> dict:
