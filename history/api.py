@@ -8,6 +8,7 @@ from datetime import datetime
 from flask import Blueprint, Flask, jsonify, request
 
 from app.api import context
+from app.api.metadata_query import metadata_filter
 from app.api.base import build_app
 from app.api.problems import ApiError, validation_failed
 from app.api.resources import user_id_in_path
@@ -20,7 +21,7 @@ bp = Blueprint("history", __name__)
 
 
 def _list_args(cursor_format: cursors.CursorFormat) -> dict:
-    """limit, cursor, type, from, to from the query string; every malformed one is a 422."""
+    """limit, cursor, type, from, to, reference, metadata[KEY] from the query string; every malformed one is a 422."""
     args, errors = request.args, {}
     limit = 50
     if "limit" in args:
@@ -50,9 +51,16 @@ def _list_args(cursor_format: cursors.CursorFormat) -> dict:
                 errors[name] = ["must be an RFC 3339 timestamp with a UTC offset, e.g. 2026-01-31T12:00:00Z"]
     if "from" in bounds and "to" in bounds and bounds["from"] > bounds["to"]:
         errors["to"] = ["must not be before from"]
+    reference = args.get("reference")
+    if reference is not None and not (1 <= len(reference) <= 255 and "\x00" not in reference):
+        errors["reference"] = ["must be 1-255 characters, without NUL"]
+    metadata, problems = metadata_filter(args)
+    if problems:
+        errors["metadata"] = problems
     if errors:
         raise validation_failed(errors, "the query string is not valid")
-    return {"limit": limit, "cursor": cursor, "types": types, "since": bounds.get("from"), "until": bounds.get("to")}
+    return {"limit": limit, "cursor": cursor, "types": types, "since": bounds.get("from"), "until": bounds.get("to"),
+            "reference": reference, "metadata": metadata or None}
 
 
 def _page(read, key: str, cursor_format: cursors.CursorFormat):

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from app.api import metadata_query
 from app.api.docs_schemas import HealthOut, ReadyOut
 from app.api.docs_schemas import money as money_field
+from app.api.docs_schemas import signed_money
 from app.api.openapi import Operation
 from app.api.schemas import cursor_field
 from app.services import cursors
@@ -24,6 +26,8 @@ class HistoryQuery(Schema):
                                    "pattern": TYPES_PATTERN})
     from_ = fields.AwareDateTime(data_key="from", format="iso")
     to = fields.AwareDateTime(format="iso")
+    reference = fields.String(validate=validate.Length(1, 255), metadata={
+        "pattern": "^[^\\x00]*$", "description": "only events whose transaction or hold has this reference"})
 
 
 class WalletHistoryQuery(HistoryQuery):
@@ -40,7 +44,7 @@ class HistoryEvent(Schema):
     wallet_id = fields.UUID(required=True)
     user_id = fields.String(required=True)
     amount = money_field(required=True, allow_none=True)
-    balance_after = money_field(required=True, allow_none=True)
+    balance_after = signed_money(required=True, allow_none=True)
     wallet_version = fields.Integer(required=True)
     transaction_id = fields.UUID(required=True, allow_none=True)
     counterparty_wallet_id = fields.UUID(required=True, allow_none=True)
@@ -49,6 +53,8 @@ class HistoryEvent(Schema):
                            metadata={"description": "the bulk submission (`POST /batches`) the command came in"})
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                            metadata={"description": "the command's metadata (`{}` when none)"})
+    reference = fields.String(required=True, allow_none=True,
+                              metadata={"description": "the transaction's or hold's reference"})
     occurred_at = fields.DateTime(required=True)
 
 
@@ -64,8 +70,8 @@ OPERATIONS: dict[str, Operation] = {
                                tags=("operations",),
                                other_json_responses=((503, "Not ready: `down` names what stops the read model"),)),
     "history.wallet_history": Operation("A wallet's events, newest first by wallet version", response=HistoryPage,
-                                        query=WalletHistoryQuery),
+                                        query=WalletHistoryQuery, extra_params=(metadata_query.PARAMETER,)),
     "history.user_activity": Operation("A user's events across their wallets, newest first", response=HistoryPage,
-                                       query=UserActivityQuery),
+                                       query=UserActivityQuery, extra_params=(metadata_query.PARAMETER,)),
     "metrics.metrics_endpoint": Operation("Prometheus metrics (admin key)", tags=("operations",), text="text/plain"),
 }

@@ -62,6 +62,7 @@ def project(event: object) -> list[dict]:
         "request_id": _text(event, "request_id", required=False),
         "batch_id": _uuid(event, "batch_id", required=False),
         "metadata": _metadata(event),
+        "reference": _text(event, "reference", required=False),
         "occurred_at": _timestamp(event, "occurred_at"),
     }
     wallet_id = _uuid(event, "wallet_id")
@@ -70,7 +71,8 @@ def project(event: object) -> list[dict]:
     if rule.own:
         rows.append({
             **common, "event_type": rule.own, "wallet_id": wallet_id, "user_id": _text(event, "user_id"),
-            "wallet_version": _version(event, "wallet_version"), "balance_after": _money(event, "balance_after"),
+            "wallet_version": _version(event, "wallet_version"),
+            "balance_after": _money(event, "balance_after", signed=True),
             "counterparty_wallet_id": counterparty_id,
         })
     if rule.counterparty and counterparty_id is not None:
@@ -78,7 +80,7 @@ def project(event: object) -> list[dict]:
             **common, "event_type": rule.counterparty, "wallet_id": counterparty_id,
             "user_id": _text(event, "counterparty_user_id"),
             "wallet_version": _version(event, "counterparty_wallet_version"),
-            "balance_after": _money(event, "counterparty_balance_after"),
+            "balance_after": _money(event, "counterparty_balance_after", signed=True),
             "counterparty_wallet_id": wallet_id,
         })
     return rows
@@ -115,8 +117,9 @@ def _version(event: dict, field: str) -> int:
     return value
 
 
-def _money(event: dict, field: str) -> Decimal | None:
-    """Amounts travel as strings; a JSON number is refused like the API refuses it."""
+def _money(event: dict, field: str, signed: bool = False) -> Decimal | None:
+    """Amounts travel as strings; a JSON number is refused like the API refuses it. A balance (`signed`) is
+    below zero while its wallet uses its overdraft limit."""
     value = _get(event, field, False)
     if value is None:
         return None
@@ -126,7 +129,7 @@ def _money(event: dict, field: str) -> Decimal | None:
         amount = Decimal(value)
     except InvalidOperation as e:
         raise InvalidEvent(f"{field} must be a decimal string") from e
-    if not amount.is_finite() or amount < 0 or amount >= 10 ** 35:
+    if not amount.is_finite() or (amount < 0 and not signed) or abs(amount) >= 10 ** 35:
         raise InvalidEvent(f"{field} is out of range")
     with localcontext(prec=40):  # 35 integer digits and 3 decimals (NUMERIC(38,3)) quantize without an error
         if amount != amount.quantize(Decimal("0.001")):

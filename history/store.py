@@ -9,7 +9,7 @@ from history.tables import history_dead_letters, history_events
 
 ROW_COLUMNS = ("event_id", "wallet_id", "event_type", "tenant_id", "user_id", "currency", "amount", "balance_after",
                "wallet_version", "transaction_id", "counterparty_wallet_id", "request_id", "batch_id", "metadata",
-               "occurred_at")
+               "reference", "occurred_at")
 
 
 def insert_rows(conn: Connection, rows: list[dict], table: Table = history_events) -> int:

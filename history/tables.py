@@ -31,12 +31,16 @@ history_events = Table(
     Column("request_id", Text),
     Column("batch_id", UUID(as_uuid=False)),  # the bulk submission the command came in, if any
     Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("reference", Text),  # the transaction's or hold's, if it has one
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     # When the row was written (clock time, not transaction start): history lag = recorded_at - occurred_at.
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),
     PrimaryKeyConstraint("event_id", "wallet_id"),
     Index(None, "wallet_id", "wallet_version"),
     Index(None, "user_id", "occurred_at", "event_id"),
+    # Search: by reference, and by metadata pairs (containment, @>).
+    Index(None, "tenant_id", "reference", postgresql_where=text("reference IS NOT NULL")),
+    Index("ix_history_events_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
 )
 
 history_dead_letters = Table(

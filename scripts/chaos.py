@@ -1025,7 +1025,7 @@ def check(workload: Workload, scenario: Scenario, recovery: float | None, state:
              WHERE j.type <> 'batch' GROUP BY e.job_id HAVING count(*) > 1""")).all()
         balances = {w: c for w, c in conn.execute(text(
             "SELECT id::text, balance FROM wallets WHERE tenant_id = :t"), {"t": TENANT})}
-        negative = conn.execute(text("SELECT count(*) FROM wallets WHERE balance < 0")).scalar()
+        negative = conn.execute(text("SELECT count(*) FROM wallets WHERE balance < -overdraft_limit")).scalar()
 
     # Accepted, final, lost, doubled: the commands of this scenario (the batches' jobs: check_batches).
     for c in mine:
@@ -1064,7 +1064,7 @@ def check(workload: Workload, scenario: Scenario, recovery: float | None, state:
         res.doubled += len(doubled_jobs)
         res.violations.append(f"jobs applied more than once: {doubled_jobs[:5]}")
     if negative:
-        res.violations.append(f"{negative} negative balances")
+        res.violations.append(f"{negative} balances below their overdraft limit")
     if webhooks is not None:
         check_webhooks(webhooks, scenario, res)
 

@@ -17,8 +17,8 @@ def wait_job(client, job_id: str, timeout: float = 30.0) -> dict:
         time.sleep(0.02)
 
 
-def submit(client, path: str, body: dict | None = None, **headers) -> dict:
-    r = client.post(path, json=body if body is not None else {}, headers=headers)
+def submit(client, path: str, body: dict | None = None, method: str = "POST", **headers) -> dict:
+    r = client.open(path, method=method, json=body if body is not None else {}, headers=headers)
     assert r.status_code in (200, 202), (r.status_code, r.get_json())
     return r.get_json()
 

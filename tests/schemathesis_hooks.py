@@ -24,6 +24,10 @@ STATE_RULES: dict[str, tuple[str, ...]] = {
                "must not be more than the hold's amount", "must not be more than the transaction's amount"),
     "per_transaction": ("has more than",),
     "daily_debit": ("has more than",),
+    "overdraft_limit": ("has more than",),
+    # Not a rule of state: OpenAPI 3.0 cannot constrain an object's property names (no propertyNames), so a
+    # metadata key outside [A-Za-z0-9_.-]{1,40} is schema-valid and refused, as the contract says.
+    "metadata": ("must be 1-40 characters of letters, digits",),
     "to_wallet_id": ("must be a different wallet",),
     "transaction_id": ("cannot be reversed",),
     "as_of": ("must not be in the future", "must not be before the wallet was created"),
@@ -52,12 +56,16 @@ def is_state_rule(problem: dict) -> bool:
 def state_rule_rejection(ctx, response, case):
     """A schema-valid request refused with 422 must have broken one of STATE_RULES."""
     meta = case.meta
-    if meta is None or not meta.generation.mode.is_positive or response.status_code != 422:
+    if meta is None or not meta.generation.mode.is_positive or response.status_code not in (412, 422):
         return None
     try:
         problem = json.loads(response.content)
     except ValueError:
         problem = {}
+    if response.status_code == 412:  # If-Match named a version the wallet is not at: state, by definition
+        if not isinstance(problem, dict) or problem.get("code") != "PRECONDITION_FAILED":
+            raise AssertionError(f"412 that is not PRECONDITION_FAILED: {response.content[:500]!r}")
+        return None
     if not is_state_rule(problem if isinstance(problem, dict) else {}):
         raise AssertionError(f"Schema-valid request refused with 422 for a rule the schema could state: "
                              f"{response.content[:500]!r}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from sqlalchemy import Connection, CursorResult
@@ -17,6 +17,7 @@ from app.adapters.db import json_rows, run_sql
 from app.config import settings
 from app.domain.errors import (
     BusinessRuleViolation, CaptureExceedsHold, ConcurrencyConflict, InsufficientFunds, ReversalExceedsOriginal,
+    VersionMismatch,
 )
 from app.domain.holds import Hold
 from app.domain.ledger import Entry, Limits, OriginalEntry, Wallet
@@ -29,7 +30,7 @@ _NOT_RUNNING = "WJ001"  # the job is final already: another delivery applied it
 # CHECK constraints that are a rule of money: a command the worker let through and the database
 # refused for one of them is that business rejection, not a fault to retry.
 _BUSINESS_CONSTRAINTS = {
-    "ck_wallets_balance_not_negative": InsufficientFunds,
+    "ck_wallets_balance_within_overdraft": InsufficientFunds,
     "ck_journal_entries_reversal_within_amount": ReversalExceedsOriginal,
     "ck_holds_capture_within_amount": CaptureExceedsHold,
 }
@@ -57,12 +58,15 @@ class ClaimedJob:
     request_id: str
     lost_deliveries: int
     batch_id: str | None = None  # the bulk submission it came in
+    if_match_version: int | None = None  # sent with If-Match: its wallet must still be at this version
+    metadata: dict = field(default_factory=dict)  # the client's labels on the command
 
 
 # The claim is bookkeeping, so its commit need not wait for the WAL flush
 # (synchronous_commit off for this transaction only): if PostgreSQL crashed
 # before the flush, the job would just read queued again and be re-enqueued.
-_CLAIMED = "id::text AS id, tenant_id, type, payload, request_id, lost_deliveries, batch_id::text AS batch_id"
+_CLAIMED = ("id::text AS id, tenant_id, type, payload, request_id, lost_deliveries, batch_id::text AS batch_id,"
+            " if_match_version, metadata")
 
 # The job's task claims it; a canceled or final job is not claimed (the task then does nothing).
 _CLAIM = f"""
@@ -88,7 +92,8 @@ _CLAIM_MANY = f"""
           FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
          WHERE id = ANY(CAST(:ids AS uuid[])) AND status IN ('queued', 'running')
      RETURNING {_CLAIMED}, batch_index)
-    SELECT id, tenant_id, type, payload, request_id, lost_deliveries, batch_id FROM claimed ORDER BY batch_index, id
+    SELECT id, tenant_id, type, payload, request_id, lost_deliveries, batch_id, if_match_version, metadata
+      FROM claimed ORDER BY batch_index, id
 """
 
 # A command's rows travel as JSON, one parameter per row or set of rows (db.json_rows),
@@ -97,7 +102,7 @@ _SAVE_WALLET = """
     UPDATE wallets AS w
        SET balance = r.balance, version = r.version, status = r.status,
            per_transaction_limit = r.per_transaction_limit, daily_debit_limit = r.daily_debit_limit,
-           debit_day = r.debit_day, debited_today = r.debited_today, updated_at = r.updated_at
+           overdraft_limit = r.overdraft_limit, debit_day = r.debit_day, debited_today = r.debited_today, updated_at = r.updated_at
       FROM json_populate_record(NULL::wallets, CAST(:row AS json)) AS r
      WHERE w.id = r.id AND w.version = r.version - 1
  RETURNING 1
@@ -115,7 +120,7 @@ _SAVE_WALLETS = """
 """
 
 _ENTRY_COLUMNS = ("id, job_id, item, tenant_id, type, currency, amount, wallet_id, counterparty_wallet_id, balance_after,"
-                  " counterparty_balance_after, reference, request_id, created_at, reverses_entry_id, hold_id")
+                  " counterparty_balance_after, reference, request_id, created_at, reverses_entry_id, hold_id, metadata")
 _INSERT_ENTRY = f"""
     INSERT INTO journal_entries ({_ENTRY_COLUMNS})
     SELECT {_ENTRY_COLUMNS} FROM json_populate_record(NULL::journal_entries, CAST(:row AS json))
@@ -144,7 +149,7 @@ _INSERT_EVENTS = """
 # instant that decided it, the command's clock (WalletStore.now).
 _LOAD_WALLETS = """
     SELECT w.id::text AS id, w.tenant_id, w.user_id, w.currency, w.balance, w.status, w.version,
-           w.per_transaction_limit, w.daily_debit_limit, w.debit_day, w.debited_today,
+           w.per_transaction_limit, w.daily_debit_limit, w.overdraft_limit, w.debit_day, w.debited_today,
            coalesce((SELECT sum(h.amount) FROM holds h
                       WHERE h.wallet_id = w.id AND h.status = 'active' AND h.expires_at > now()), 0) AS held,
            now() AS db_now
@@ -153,7 +158,7 @@ _LOAD_WALLETS = """
 
 # A wallet as clients see it: `held` is what active, unexpired holds reserve.
 WALLET_VIEW_COLUMNS = """w.id, w.tenant_id, w.user_id, w.currency, w.balance, w.status, w.version,
-    w.per_transaction_limit, w.daily_debit_limit, w.created_at, w.updated_at,
+    w.per_transaction_limit, w.daily_debit_limit, w.overdraft_limit, w.metadata, w.created_at, w.updated_at,
     coalesce((SELECT sum(h.amount) FROM holds h
                WHERE h.wallet_id = w.id AND h.status = 'active' AND h.expires_at > now()), 0) AS held"""
 
@@ -197,9 +202,12 @@ class WalletStore:
     COMMIT): the command may read, but any write sent on its own raises.
     """
 
-    def __init__(self, conn: Connection, *, one_statement: bool = False):
+    def __init__(self, conn: Connection, *, one_statement: bool = False,
+                 expected_versions: dict[str, int] | None = None):
         self.conn = conn
         self.one_statement = one_statement
+        # If-Match: wallet id -> the version it must be read at (else VersionMismatch, never retried)
+        self.expected_versions = expected_versions or {}
         self._pending: list[tuple[str, dict]] = []
         self._checks: list[str] = []  # expect_rows(...) over pending statements
         self._now: datetime | None = None
@@ -332,7 +340,11 @@ class WalletStore:
         for r in self._run(sql, {"ids": ids}).mappings():
             r = dict(r)
             self._saw_clock(r.pop("db_now"))
-            r["limits"] = Limits(r.pop("per_transaction_limit"), r.pop("daily_debit_limit"))
+            r["limits"] = Limits(r.pop("per_transaction_limit"), r.pop("daily_debit_limit"), r.pop("overdraft_limit"))
+            expected = self.expected_versions.get(r["id"])
+            if expected is not None and r["version"] != expected:
+                raise VersionMismatch(f"wallet {r['id']} is at version {r['version']}, not {expected} as If-Match "
+                                      f"required: it changed after the command was accepted")
             wallets[r["id"]] = Wallet(**r)
         return wallets
 
@@ -342,14 +354,17 @@ class WalletStore:
         return dict(self._run((f"SELECT {WALLET_VIEW_COLUMNS} FROM wallets w WHERE w.id = :id"),
                                       {"id": wallet_id}).mappings().one())
 
-    def insert_wallet(self, wallet: Wallet, now: datetime) -> bool:
+    def insert_wallet(self, wallet: Wallet, now: datetime, metadata: dict) -> bool:
         """Create a wallet; False if one with that id exists (an earlier delivery)."""
         res = self._write(("""
-            INSERT INTO wallets (id, tenant_id, user_id, currency, balance, status, version, created_at, updated_at)
-            VALUES (:id, :tenant_id, :user_id, :currency, :balance, :status, :version, :now, :now)
+            INSERT INTO wallets (id, tenant_id, user_id, currency, balance, status, version, metadata, created_at,
+                                 updated_at)
+            VALUES (:id, :tenant_id, :user_id, :currency, :balance, :status, :version, CAST(:metadata AS jsonb), :now,
+                    :now)
             ON CONFLICT (id) DO NOTHING
         """), {"id": wallet.id, "tenant_id": wallet.tenant_id, "user_id": wallet.user_id, "currency": wallet.currency,
-               "balance": wallet.balance, "status": wallet.status, "version": wallet.version, "now": now})
+               "balance": wallet.balance, "status": wallet.status, "version": wallet.version,
+               "metadata": json.dumps(metadata), "now": now})
         return res.rowcount == 1
 
     def save_wallet(self, wallet: Wallet, now: datetime) -> None:
@@ -361,7 +376,7 @@ class WalletStore:
         n = self._defer(_SAVE_WALLET, {"row": json_rows({
             "id": wallet.id, "balance": wallet.balance, "version": wallet.version, "status": wallet.status,
             "per_transaction_limit": wallet.limits.per_transaction, "daily_debit_limit": wallet.limits.daily_debit,
-            "debit_day": wallet.debit_day, "debited_today": wallet.debited_today, "updated_at": now,
+            "overdraft_limit": wallet.limits.overdraft, "debit_day": wallet.debit_day, "debited_today": wallet.debited_today, "updated_at": now,
         }), "conflict": f"wallet {wallet.id} changed since version {wallet.version - 1}"})
         self._checks.append(f"expect_rows((SELECT count(*) FROM w{n}), 1, '{_CONFLICT}', :d{n}_conflict)")
 
@@ -404,12 +419,12 @@ class WalletStore:
     def insert_hold(self, hold: Hold, *, job: ClaimedJob, currency: str, now: datetime) -> None:
         self._write(("""
             INSERT INTO holds (id, job_id, tenant_id, wallet_id, currency, amount, captured_amount, status,
-                               expires_at, reference, created_at, updated_at)
+                               expires_at, reference, metadata, created_at, updated_at)
             VALUES (:id, :job_id, :tenant_id, :wallet_id, :currency, :amount, 0, :status, :expires_at, :reference,
-                    :now, :now)
+                    CAST(:metadata AS jsonb), :now, :now)
         """), {"id": hold.id, "job_id": job.id, "tenant_id": job.tenant_id, "wallet_id": hold.wallet_id,
                "currency": currency, "amount": hold.amount, "status": hold.status, "expires_at": hold.expires_at,
-               "reference": hold.reference, "now": now})
+               "reference": hold.reference, "metadata": json.dumps(job.metadata), "now": now})
 
     def save_hold(self, hold: Hold, now: datetime) -> None:
         """Settle an active hold (captured, voided, expired); conflicts if it was settled meanwhile."""
@@ -451,18 +466,19 @@ class WalletStore:
         self._defer(_INSERT_POSTINGS, {"rows": json_rows(_posting_rows(entry, entry_id, job, 0, now))})
         return entry_id
 
-    def record_entries(self, recorded: list[tuple[Entry, str, ClaimedJob, int]], now: datetime) -> None:
+    def record_entries(self, recorded: list[tuple[Entry, str, ClaimedJob, int, dict]], now: datetime) -> None:
         """Write many journal entries and their postings in two set-based inserts (a batch chunk).
 
         Each is (entry, its transaction id, its job, its item: the command's index
-        in an atomic batch job, 0 for a job of its own).
+        in an atomic batch job, 0 for a job of its own, and its command's metadata).
         """
         if not recorded:
             return
         self._defer(_INSERT_ENTRIES, {"rows": json_rows([
-            _entry_row(entry, entry_id, job, item, now) for entry, entry_id, job, item in recorded])})
+            _entry_row(entry, entry_id, job, item, now, metadata=metadata)
+            for entry, entry_id, job, item, metadata in recorded])})
         self._defer(_INSERT_POSTINGS, {"rows": json_rows([
-            row for entry, entry_id, job, item in recorded for row in _posting_rows(entry, entry_id, job, item, now)])})
+            row for entry, entry_id, job, item, _ in recorded for row in _posting_rows(entry, entry_id, job, item, now)])})
 
     def add_events(self, events: list[dict]) -> None:
         """Put events in the outbox (with the job's final status); the relay publishes them after the commit.
@@ -514,7 +530,7 @@ class WalletStore:
 
 
 def _entry_row(entry: Entry, entry_id: str, job: ClaimedJob, item: int, now: datetime,
-               hold_id: str | None = None) -> dict:
+               hold_id: str | None = None, metadata: dict | None = None) -> dict:
     wallet_after = entry.wallet_after(entry.wallet_id)
     counterparty_after = entry.wallet_after(entry.counterparty_wallet_id)
     return {
@@ -525,6 +541,7 @@ def _entry_row(entry: Entry, entry_id: str, job: ClaimedJob, item: int, now: dat
         "counterparty_balance_after": counterparty_after.balance if counterparty_after else None,
         "reference": entry.reference, "request_id": job.request_id, "created_at": now,
         "reverses_entry_id": entry.reverses_entry_id, "hold_id": hold_id,
+        "metadata": job.metadata if metadata is None else metadata,
     }
 
 

@@ -24,6 +24,7 @@ NAMING_CONVENTION = {
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 NOW = text("now()")
+NO_METADATA = text("'{}'::jsonb")  # metadata: the client's labels on a command (app.domain.metadata), {} for none
 
 wallets = Table(
     "wallets", metadata,
@@ -40,8 +41,11 @@ wallets = Table(
     Column("daily_debit_limit", MONEY),
     Column("debit_day", Date),  # the UTC day debited_today counts
     Column("debited_today", MONEY, nullable=False, server_default="0"),
-    # The last line of defence: no code path may take a wallet below zero.
-    CheckConstraint("balance >= 0", name="balance_not_negative"),
+    Column("overdraft_limit", MONEY, nullable=False, server_default="0"),  # how far below zero debits may go
+    Column("metadata", JSONB, nullable=False, server_default=NO_METADATA),  # its create command's
+    # The last line of defence: no code path may take a wallet below its overdraft limit (zero unless set).
+    CheckConstraint("balance >= -overdraft_limit", name="balance_within_overdraft"),
+    CheckConstraint("overdraft_limit >= 0", name="overdraft_limit_not_negative"),
     CheckConstraint("status IN ('active', 'frozen', 'closed')", name="status_known"),
     Index(None, "tenant_id", "user_id", "created_at"),
 )
@@ -75,6 +79,9 @@ jobs = Table(
     Column("completed_at", DateTime(timezone=True)),
     Column("batch_id", UUID(as_uuid=False), ForeignKey("batches.id")),  # an independent batch's command
     Column("batch_index", Integer),  # its index in the batch
+    # Sent with If-Match: the version its wallet had when accepted, which it must still have when it runs.
+    Column("if_match_version", BigInteger),
+    Column("metadata", JSONB, nullable=False, server_default=NO_METADATA),
     CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'canceled')", name="status_known"),
     Index("ix_jobs_unfinished", "status", "enqueued_at", postgresql_where=text("status IN ('queued', 'running')")),
     Index(None, "batch_id", "batch_index", postgresql_where=text("batch_id IS NOT NULL")),
@@ -111,10 +118,13 @@ journal_entries = Table(
     Column("reversed_amount", MONEY, nullable=False, server_default="0"),
     Column("reverses_entry_id", UUID(as_uuid=False), ForeignKey("journal_entries.id")),
     Column("hold_id", UUID(as_uuid=False)),  # the hold a CAPTURE settled
+    Column("metadata", JSONB, nullable=False, server_default=NO_METADATA),  # the command's (the batch item's)
     # A job records each of its commands at most once, however often it is delivered.
     UniqueConstraint("job_id", "item"),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("reversed_amount >= 0 AND reversed_amount <= amount", name="reversal_within_amount"),
+    Index("ix_journal_entries_metadata", "metadata", postgresql_using="gin",
+          postgresql_ops={"metadata": "jsonb_path_ops"}),  # metadata[KEY]=VALUE filters (containment)
 )
 
 holds = Table(
@@ -132,6 +142,7 @@ holds = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("released_at", DateTime(timezone=True)),  # captured, voided or expired
+    Column("metadata", JSONB, nullable=False, server_default=NO_METADATA),  # its place command's
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("captured_amount >= 0 AND captured_amount <= amount", name="capture_within_amount"),
     CheckConstraint("status IN ('active', 'captured', 'voided', 'expired')", name="status_known"),

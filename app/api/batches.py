@@ -34,7 +34,7 @@ def _flat(index: int, messages: dict) -> dict:
     return {f"commands.{index}.{field}": value for field, value in messages.items()}
 
 
-def _items(raw: list) -> list[tuple[str, object]]:
+def _items(raw: list) -> list[tuple[str, object, dict]]:
     """Each item validated by its type's schema, its wallets the caller's, its amount in their currency.
 
     Any invalid item rejects the whole request, with errors keyed commands.<index>.<field>
@@ -82,7 +82,7 @@ def _items(raw: list) -> list[tuple[str, object]]:
         fields = {"wallet_id": wallet_id, "amount": amount, "reference": body["reference"]}
         if body["type"] == "transfer":
             fields["to_wallet_id"] = str(body["to_wallet_id"])
-        items.append((body["type"], _COMMAND_CLASSES[body["type"]](**fields)))
+        items.append((body["type"], _COMMAND_CLASSES[body["type"]](**fields), body["metadata"]))
     if errors:
         raise validation_failed(errors, "one or more commands are not valid; nothing was recorded")
     return items

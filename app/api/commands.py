@@ -7,15 +7,23 @@ import time
 from flask import Response, jsonify, request
 
 from app.api.context import json_body, owner_tenant, request_id
+from app.api.patterns import ENTITY_TAG, IF_MATCH_PATTERN
 from app.api.problems import ApiError
 from app.config import settings
+from app.domain import commands
 from app.domain.commands import FINAL_STATUSES
+from app.domain.errors import PreconditionFailed
 from app.services import queries, submission
 from app.services.views import job_view
 
 _IDEMPOTENCY_KEY = re.compile(r"\A[\x20-\x7e]{1,255}\Z")
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 FINAL = FINAL_STATUSES
+_IF_MATCH = re.compile(IF_MATCH_PATTERN)
+_STRONG_VERSION_TAG = re.compile(r'^"([0-9]{1,18})"$')
+# The commands whose path names a wallet (its ETag is what If-Match compares); the others' targets have none.
+WALLET_PATH_COMMANDS = frozenset({commands.FUND, commands.WITHDRAW, commands.TRANSFER, commands.PLACE_HOLD,
+                                  commands.FREEZE, commands.UNFREEZE, commands.CLOSE, commands.SET_LIMITS})
 
 
 def idempotency_key() -> str | None:
@@ -26,6 +34,25 @@ def idempotency_key() -> str | None:
         raise ApiError("VALIDATION_FAILED", "Idempotency-Key must be 1-255 printable characters",
                        errors={"Idempotency-Key": ["must be 1-255 printable characters"]})
     return key
+
+
+def if_match(command_type: str, command) -> tuple[str, list[int]] | None:
+    """(wallet id, the versions If-Match allows) to check at submit and execution; None when there is no
+    condition (no If-Match, or "*": any current version). Strong comparison: a weak tag matches nothing."""
+    value = request.headers.get("If-Match")
+    if value is None:
+        return None
+    if not _IF_MATCH.match(value):
+        raise ApiError("VALIDATION_FAILED", 'If-Match must be "*" or entity tags such as "7"',
+                       errors={"If-Match": ['must be "*" or a comma-separated list of entity tags such as "7"']})
+    if value.strip() == "*":
+        return None
+    if command_type not in WALLET_PATH_COMMANDS:
+        raise PreconditionFailed("only a command whose path names a wallet can be made conditional: "
+                                 "this resource has no ETag")
+    tags = [t.strip() for t in re.findall(ENTITY_TAG, value)]
+    versions = [int(m.group(1)) for m in map(_STRONG_VERSION_TAG.match, tags) if m is not None]
+    return command.wallet_id, versions
 
 
 def prefer_wait() -> int | None:
@@ -59,14 +86,17 @@ def refuse_when_backlogged() -> None:
                        headers={"Retry-After": str(min(30, 1 + backlog // max(1, limit)))})
 
 
-def accept(command_type: str, command) -> Response:
-    """Record the command as a job and answer 202 (or 200 for a replay or a finished wait)."""
+def accept(command_type: str, command, metadata: dict) -> Response:
+    """Record the command (with the client's metadata, validated by the route's schema) as a job and answer 202
+    (or 200 for a replay or a finished wait)."""
     refuse_when_backlogged()
     key = idempotency_key()
     wait = prefer_wait()
+    condition = if_match(command_type, command)
     accepted = submission.submit(
         command_type, command, tenant_id=owner_tenant(), request_id=request_id(), idempotency_key=key,
         request_fingerprint=submission.fingerprint(request.method, request.path, json_body()) if key else None,
+        if_match=condition, metadata=metadata,
     )
     job = job_view(accepted.job)
     if wait is not None and job["status"] not in FINAL:

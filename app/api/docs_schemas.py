@@ -4,6 +4,8 @@ from __future__ import annotations
 from marshmallow import Schema, fields
 
 MONEY = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "example": "100.00"}
+# A balance: below zero when the wallet uses its overdraft limit.
+BALANCE = {**MONEY, "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}
 
 
 def money(**kwargs):
@@ -14,17 +16,23 @@ def nullable_money():
     return fields.String(allow_none=True, metadata=MONEY)
 
 
+def signed_money(**kwargs):
+    return fields.String(metadata=BALANCE, **kwargs)
+
+
 class LimitsOut(Schema):
     per_transaction = nullable_money()
     daily_debit = nullable_money()
+    overdraft_limit = fields.String(required=True, metadata={**MONEY, "description": "debits may take the balance "
+                                                                                     "down to minus this"})
 
 
 class WalletOut(Schema):
     id = fields.UUID(required=True)
     user_id = fields.String(required=True)
     currency = fields.String(required=True, metadata={"example": "USD"})
-    balance = money(required=True)
-    available_balance = money(required=True)
+    balance = signed_money(required=True)
+    available_balance = signed_money(required=True)
     status = fields.String(required=True, metadata={"enum": ["active", "frozen", "closed"]})
     version = fields.Integer(required=True)
     limits = fields.Nested(LimitsOut, required=True)
@@ -39,8 +47,8 @@ class TransactionOut(Schema):
     currency = fields.String(required=True)
     wallet_id = fields.UUID(required=True)
     counterparty_wallet_id = fields.UUID(required=True, allow_none=True)
-    balance_after = nullable_money()
-    counterparty_balance_after = nullable_money()
+    balance_after = signed_money(allow_none=True)
+    counterparty_balance_after = signed_money(allow_none=True)
     reference = fields.String(required=True, allow_none=True)
     reverses_transaction_id = fields.UUID(required=True, allow_none=True)
     created_at = fields.DateTime(required=True)
@@ -48,7 +56,7 @@ class TransactionOut(Schema):
 
 class StatementLine(TransactionOut):
     direction = fields.String(required=True, metadata={"enum": ["credit", "debit"]})
-    running_balance = money(required=True)
+    running_balance = signed_money(required=True)
 
 
 class HoldOut(Schema):
@@ -128,8 +136,8 @@ class TransactionList(Schema):
 
 
 class BalanceOut(Schema):
-    balance = money(required=True)
-    available_balance = money(required=True)
+    balance = signed_money(required=True)
+    available_balance = signed_money(required=True)
     as_of = fields.DateTime(required=True)
 
 
@@ -138,8 +146,8 @@ class StatementOut(Schema):
     currency = fields.String(required=True)
     from_ = fields.DateTime(required=True, data_key="from")
     to = fields.DateTime(required=True)
-    opening_balance = money(required=True)
-    closing_balance = money(required=True)
+    opening_balance = signed_money(required=True)
+    closing_balance = signed_money(required=True)
     items = fields.List(fields.Nested(StatementLine), required=True)
 
 

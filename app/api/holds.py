@@ -22,7 +22,7 @@ def place_hold(wallet_id: str):
     wallet, = command_wallets(wallet_id)
     return accept(commands.PLACE_HOLD, commands.PlaceHold(
         hold_id=str(uuid.uuid4()), wallet_id=str(wallet["id"]), amount=amount_in(wallet["currency"], body["amount"]),
-        expires_in_seconds=body["expires_in_seconds"], reference=body["reference"]))
+        expires_in_seconds=body["expires_in_seconds"], reference=body["reference"]), body["metadata"])
 
 
 @bp.get("/holds/<hold_id>")
@@ -45,11 +45,11 @@ def capture_hold(hold_id: str):
             raise validation_failed({"to_wallet_id": ["must be a different wallet than the hold's"]})
         command_wallets(to_wallet_id)
     return accept(commands.CAPTURE_HOLD, commands.CaptureHold(hold_id=str(hold["id"]), amount=amount,
-                                                              to_wallet_id=to_wallet_id))
+                                                              to_wallet_id=to_wallet_id), body["metadata"])
 
 
 @bp.post("/holds/<hold_id>/void")
 def void_hold(hold_id: str):
-    load(EmptySchema, json_body())
+    body = load(EmptySchema, json_body())
     hold = require_hold(hold_id)
-    return accept(commands.VOID_HOLD, commands.VoidHold(hold_id=str(hold["id"])))
+    return accept(commands.VOID_HOLD, commands.VoidHold(hold_id=str(hold["id"])), body["metadata"])

@@ -19,7 +19,7 @@ def fund(wallet_id: str):
     wallet, = command_wallets(wallet_id)
     return accept(commands.FUND, commands.Fund(
         wallet_id=str(wallet["id"]), amount=amount_in(wallet["currency"], body["amount"]),
-        reference=body["reference"]))
+        reference=body["reference"]), body["metadata"])
 
 
 @bp.post("/wallets/<wallet_id>/withdraw")
@@ -28,7 +28,7 @@ def withdraw(wallet_id: str):
     wallet, = command_wallets(wallet_id)
     return accept(commands.WITHDRAW, commands.Withdraw(
         wallet_id=str(wallet["id"]), amount=amount_in(wallet["currency"], body["amount"]),
-        reference=body["reference"]))
+        reference=body["reference"]), body["metadata"])
 
 
 @bp.post("/wallets/<wallet_id>/transfer")
@@ -40,4 +40,4 @@ def transfer(wallet_id: str):
         raise validation_failed({"to_wallet_id": ["must be a different wallet than the source"]})
     return accept(commands.TRANSFER, commands.Transfer(
         wallet_id=str(wallet["id"]), to_wallet_id=to_wallet_id, amount=amount_in(wallet["currency"], body["amount"]),
-        reference=body["reference"]))
+        reference=body["reference"]), body["metadata"])

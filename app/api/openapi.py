@@ -15,6 +15,7 @@ from flask_swagger_ui import get_swaggerui_blueprint
 from marshmallow import Schema
 
 from app.api.docs_schemas import JobOut, Problem
+from app.api.patterns import IF_MATCH_PATTERN
 
 OPENAPI_VERSION = "3.0.3"
 _PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
@@ -38,6 +39,12 @@ COMMAND_HEADERS = [
      "description": "`wait=N`: wait up to N seconds (N above 30 counts as 30) for the job to be final and answer "
                     "200 with it (`Preference-Applied` says so). Other preferences are ignored."},
 ]
+IF_MATCH_HEADER = {
+    "name": "If-Match", "in": "header", "required": False,
+    "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
+    "description": 'The wallet\'s ETag from `GET /wallets/{wallet_id}` (`"7"`: its version): the command is only '
+                   "accepted if the wallet is at that version (else 412 PRECONDITION_FAILED, nothing recorded), and "
+                   "its job fails VERSION_MISMATCH if the wallet changed before it ran. `*`: no condition."}
 # Any value is accepted: 1–200 visible ASCII characters are kept, anything else is replaced (as a proxy would).
 REQUEST_ID_HEADER = {"name": "X-Request-ID", "in": "header", "required": False, "schema": {"type": "string"},
                      "description": "Carried through the job, ledger, events and history and echoed in the response. "
@@ -47,6 +54,7 @@ REQUEST_ID_HEADER = {"name": "X-Request-ID", "in": "header", "required": False, 
 ERROR_DESCRIPTIONS = {
     400: "Malformed JSON", 401: "Missing or unknown API key", 403: "The key lacks the scope",
     404: "Not found (or another tenant's)", 405: "Method not allowed", 409: "Conflict with the resource's state",
+    412: "Precondition failed: the wallet is not at a version If-Match names; nothing was recorded",
     413: "Body too large",
     422: "Validation failed", 429: "Rate limit (see Retry-After)",
     503: "Unavailable: the command queue is full or the database is restarting (see Retry-After)",
@@ -68,6 +76,9 @@ class Operation:
     description: str | None = None
     problems: tuple[int, ...] = ()  # further problem+json statuses the operation answers with
     success: int = 200  # the status of a read's or a synchronous change's answer (201 created, 204 no body)
+    if_match: bool = False  # a command on a wallet: takes If-Match (412 when it does not hold)
+    extra_params: tuple[dict, ...] = ()  # parameters no marshmallow schema states (metadata[KEY]=VALUE)
+    etag: bool = False  # a read that sends ETag (the wallet's version)
 
 
 def _problem(description: str) -> dict:
@@ -79,6 +90,7 @@ def _operation(rule, method: str, op: Operation) -> dict:
               for name in _PARAM.findall(rule.rule)]
     if op.query is not None:
         params.append({"in": "query", "schema": op.query})
+    params.extend(op.extra_params)
     params.append(REQUEST_ID_HEADER)
     doc: dict = {"summary": op.summary, "operationId": rule.endpoint.replace(".", "_"), "parameters": params,
                  "responses": {}, "tags": list(op.tags) or [rule.endpoint.split(".")[0]]}
@@ -86,6 +98,8 @@ def _operation(rule, method: str, op: Operation) -> dict:
         doc["description"] = op.description
     if op.command or op.accepted is not None:
         params.extend(COMMAND_HEADERS)
+        if op.if_match:
+            params.append(IF_MATCH_HEADER)
         what = "job" if op.command else "resource"
         job = {"content": {"application/json": {"schema": "JobOut" if op.command else op.accepted}}}
         doc["responses"]["202"] = {"description": f"Accepted: poll the {what} at Location", **job}
@@ -94,6 +108,10 @@ def _operation(rule, method: str, op: Operation) -> dict:
     elif op.response is not None:
         doc["responses"][str(op.success)] = {"description": "OK",
                                              "content": {"application/json": {"schema": op.response}}}
+        if op.etag:
+            doc["responses"][str(op.success)]["headers"] = {"ETag": {
+                "description": 'The wallet\'s version as a strong entity tag (`"7"`), for If-Match on its commands',
+                "schema": {"type": "string", "pattern": '^"[0-9]+"$'}}}
         for status, description in op.other_json_responses:
             doc["responses"][str(status)] = {"description": description,
                                              "content": {"application/json": {"schema": op.response}}}
@@ -113,6 +131,8 @@ def _operation(rule, method: str, op: Operation) -> dict:
     if op.body is not None:
         codes += [400, 413]
     codes += op.problems
+    if op.if_match:
+        codes.append(412)
     for code in sorted(set(codes)):
         doc["responses"][str(code)] = _problem(ERROR_DESCRIPTIONS[code])
     if op.public:

@@ -29,6 +29,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "WEBHOOK_DELIVERY_NOT_FOUND": (404, "Webhook delivery not found"),
     "METHOD_NOT_ALLOWED": (405, "Method not allowed"),
     "JOB_NOT_CANCELABLE": (409, "Job not cancelable"),
+    "PRECONDITION_FAILED": (412, "Precondition failed"),
     "PAYLOAD_TOO_LARGE": (413, "Payload too large"),
     "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported media type"),
     "VALIDATION_FAILED": (422, "Validation failed"),

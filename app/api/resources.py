@@ -63,12 +63,12 @@ def require_transaction(transaction_id: str) -> dict:
     return _require("transaction", transaction_id, queries.transaction_row)
 
 
-def amount_in(currency: str, value: str | None, field: str = "amount") -> Decimal | None:
+def amount_in(currency: str, value: str | None, field: str = "amount", allow_zero: bool = False) -> Decimal | None:
     """A body amount checked against the currency's precision (422)."""
     if value is None:
         return None
     try:
-        return parse_amount(value, currency)
+        return parse_amount(value, currency, allow_zero=allow_zero)
     except InvalidAmount as e:
         raise validation_failed({field: [e.message]}) from e
 

@@ -5,6 +5,7 @@ import re
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from app.domain import metadata as md
 from app.domain.errors import InvalidAmount
 from app.domain.holds import DEFAULT_EXPIRES_IN_SECONDS, MAX_EXPIRES_IN_SECONDS
 from app.domain.webhooks import MAX_URL_LENGTH, URL_PATTERN
@@ -26,28 +27,52 @@ MAX_DECIMALS = max(CURRENCY_EXPONENTS.values())
 # decimals (the wallet's currency may allow fewer: that is checked once the wallet is known).
 _BELOW_ONE = "|".join(f"0{{{k}}}[1-9][0-9]{{0,{MAX_DECIMALS - 1 - k}}}" for k in range(MAX_DECIMALS))
 AMOUNT_PATTERN = f"^(0*[1-9][0-9]{{0,14}}(\\.[0-9]{{1,{MAX_DECIMALS}}})?|0+\\.({_BELOW_ONE}))$"
+# ... or zero (an overdraft limit).
+AMOUNT_OR_ZERO_PATTERN = AMOUNT_PATTERN[:-2] + f"|0+(\\.0{{1,{MAX_DECIMALS}}})?)$"
 
 
 class Amount(fields.Field):
-    """A positive amount sent as a plain decimal string (never a JSON number)."""
+    """A positive amount (or zero, with allow_zero) sent as a plain decimal string (never a JSON number)."""
 
-    def __init__(self, **kwargs):
-        metadata = {"type": "string", "pattern": AMOUNT_PATTERN, "example": "10.00",
-                    "description": "a positive decimal string with at most the currency's minor-unit digits",
-                    **kwargs.pop("metadata", {})}
+    def __init__(self, allow_zero: bool = False, **kwargs):
+        self.allow_zero = allow_zero
+        self.pattern = AMOUNT_OR_ZERO_PATTERN if allow_zero else AMOUNT_PATTERN
+        metadata = {"type": "string", "pattern": self.pattern, "example": "10.00",
+                    "description": ("a decimal string, zero or more," if allow_zero else "a positive decimal string")
+                    + " with at most the currency's minor-unit digits", **kwargs.pop("metadata", {})}
         super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         try:
-            parse_amount(value)  # the currency's precision is checked once the wallet is known
+            parse_amount(value, allow_zero=self.allow_zero)  # the currency's precision: once the wallet is known
         except InvalidAmount as e:
             raise ValidationError(e.message) from e
-        if not re.fullmatch(AMOUNT_PATTERN, value):
+        if not re.fullmatch(self.pattern, value):
             raise ValidationError(f"must have at most {MAX_DECIMALS} decimal places")
         return value
 
     def _serialize(self, value, attr, obj, **kwargs):
         return None if value is None else str(value)
+
+
+class Metadata(fields.Field):
+    """The client's labels on a command (app.domain.metadata): at most 20 keys of 1–40 characters of
+    `[A-Za-z0-9_.-]`, string values of at most 500 characters."""
+
+    def __init__(self, **kwargs):
+        super().__init__(load_default=dict, metadata={
+            "type": "object", "maxProperties": md.MAX_KEYS, "example": {"order_id": "A-1042"},
+            "additionalProperties": {"type": "string", "maxLength": md.MAX_VALUE, "pattern": TEXT_PATTERN},
+            "description": "your labels, returned with the job and what the command produced and carried in events "
+                           "and webhooks: at most 20 keys of 1–40 characters of A–Z a–z 0–9 _ . - (a key outside "
+                           "that rule is refused with 422: OpenAPI 3.0 cannot state it), string values of at most "
+                           "500 characters"}, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return md.validated(value)
+        except md.InvalidMetadata as e:
+            raise ValidationError(str(e)) from e
 
 
 # Free text is any Unicode but NUL, which PostgreSQL cannot store (lone surrogates are not Unicode either).
@@ -66,6 +91,7 @@ class Reference(fields.String):
 
 
 class CreateWalletSchema(Schema):
+    metadata = Metadata()
     user_id = fields.String(required=True, validate=[validate.Length(1, 100), printable],
                             metadata={"pattern": PRINTABLE_PATTERN})
     currency = fields.String(load_default="USD", validate=validate.OneOf(sorted(SUPPORTED_CURRENCIES),
@@ -73,11 +99,13 @@ class CreateWalletSchema(Schema):
 
 
 class FundSchema(Schema):
+    metadata = Metadata()
     amount = Amount(required=True)
     reference = Reference()
 
 
 class TransferSchema(Schema):
+    metadata = Metadata()
     to_wallet_id = fields.UUID(required=True)
     amount = Amount(required=True)
     reference = Reference()
@@ -150,7 +178,8 @@ def _batch_item_doc(command_type: str, **fields_of_type: dict) -> dict:
     properties = {"type": {"type": "string", "enum": [command_type]}, "wallet_id": {"type": "string", "format": "uuid"},
                   **fields_of_type,
                   "amount": {"type": "string", "pattern": AMOUNT_PATTERN, "example": "10.00"},
-                  "reference": {"type": "string", "maxLength": 255, "pattern": TEXT_PATTERN, "nullable": True}}
+                  "reference": {"type": "string", "maxLength": 255, "pattern": TEXT_PATTERN, "nullable": True},
+                  "metadata": Metadata().metadata}
     return {"type": "object", "properties": properties, "additionalProperties": False,
             "required": ["type", "wallet_id", *fields_of_type, "amount"]}
 
@@ -180,6 +209,7 @@ class BatchJobsQuerySchema(PageQuerySchema):
 
 
 class PlaceHoldSchema(Schema):
+    metadata = Metadata()
     amount = Amount(required=True)
     expires_in_seconds = fields.Integer(load_default=DEFAULT_EXPIRES_IN_SECONDS, strict=True,
                                         validate=validate.Range(1, MAX_EXPIRES_IN_SECONDS))
@@ -187,27 +217,34 @@ class PlaceHoldSchema(Schema):
 
 
 class CaptureHoldSchema(Schema):
+    metadata = Metadata()
     amount = Amount(load_default=None)
     to_wallet_id = fields.UUID(load_default=None)
 
 
 class ReverseSchema(Schema):
+    metadata = Metadata()
     amount = Amount(load_default=None)
     reason = Reference()
 
 
 class FreezeSchema(Schema):
+    metadata = Metadata()
     reason = fields.String(required=True, validate=[validate.Length(1, 255), storable_text],
                            metadata={"pattern": TEXT_PATTERN})
 
 
 class EmptySchema(Schema):
     """Commands with no fields: an empty body or {} (anything else is refused)."""
+    metadata = Metadata()
 
 
 class LimitsSchema(Schema):
+    metadata = Metadata()
     per_transaction = Amount(load_default=None, allow_none=True)
     daily_debit = Amount(load_default=None, allow_none=True)
+    overdraft_limit = Amount(allow_zero=True, load_default="0", metadata={
+        "description": "how far below zero debits may take the balance (default \"0\": not at all)"})
 
 
 class BalanceQuerySchema(Schema):

@@ -31,4 +31,4 @@ def reverse(transaction_id: str):
     if amount is not None and amount > original["amount"]:
         raise validation_failed({"amount": ["must not be more than the transaction's amount"]})
     return accept(commands.REVERSE, commands.Reverse(transaction_id=str(original["id"]), amount=amount,
-                                                     reason=body["reason"]))
+                                                     reason=body["reason"]), body["metadata"])

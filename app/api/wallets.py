@@ -25,12 +25,15 @@ bp = Blueprint("wallets", __name__)
 def create_wallet():
     body = load(CreateWalletSchema, json_body())
     return accept(commands.CREATE_WALLET, commands.CreateWallet(
-        wallet_id=str(uuid.uuid4()), user_id=body["user_id"], currency=body["currency"]))
+        wallet_id=str(uuid.uuid4()), user_id=body["user_id"], currency=body["currency"]), body["metadata"])
 
 
 @bp.get("/wallets/<wallet_id>")
 def get_wallet(wallet_id: str):
-    return jsonify(wallet_view(require_wallet(wallet_id)))
+    view = wallet_view(require_wallet(wallet_id))
+    response = jsonify(view)
+    response.set_etag(str(view["version"]))  # what If-Match on a command of this wallet compares
+    return response
 
 
 @bp.get("/users/<user_id>/wallets")
@@ -51,21 +54,22 @@ def list_transactions(wallet_id: str):
 def freeze(wallet_id: str):
     body = load(FreezeSchema, json_body())
     wallet = require_wallet(wallet_id)
-    return accept(commands.FREEZE, commands.Freeze(wallet_id=str(wallet["id"]), reason=body["reason"]))
+    return accept(commands.FREEZE, commands.Freeze(wallet_id=str(wallet["id"]), reason=body["reason"]),
+                  body["metadata"])
 
 
 @bp.post("/wallets/<wallet_id>/unfreeze")
 def unfreeze(wallet_id: str):
-    load(EmptySchema, json_body())
+    body = load(EmptySchema, json_body())
     wallet = require_wallet(wallet_id)
-    return accept(commands.UNFREEZE, commands.Unfreeze(wallet_id=str(wallet["id"])))
+    return accept(commands.UNFREEZE, commands.Unfreeze(wallet_id=str(wallet["id"])), body["metadata"])
 
 
 @bp.post("/wallets/<wallet_id>/close")
 def close(wallet_id: str):
-    load(EmptySchema, json_body())
+    body = load(EmptySchema, json_body())
     wallet = require_wallet(wallet_id)
-    return accept(commands.CLOSE, commands.Close(wallet_id=str(wallet["id"])))
+    return accept(commands.CLOSE, commands.Close(wallet_id=str(wallet["id"])), body["metadata"])
 
 
 @bp.put("/wallets/<wallet_id>/limits")
@@ -76,7 +80,9 @@ def set_limits(wallet_id: str):
     return accept(commands.SET_LIMITS, commands.SetLimits(
         wallet_id=str(wallet["id"]),
         per_transaction=amount_in(currency, body["per_transaction"], "per_transaction"),
-        daily_debit=amount_in(currency, body["daily_debit"], "daily_debit")))
+        daily_debit=amount_in(currency, body["daily_debit"], "daily_debit"),
+        overdraft_limit=amount_in(currency, body["overdraft_limit"], "overdraft_limit", allow_zero=True)),
+        body["metadata"])
 
 
 @bp.get("/wallets/<wallet_id>/balance")

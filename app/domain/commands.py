@@ -99,6 +99,7 @@ class SetLimits:
     wallet_id: str
     per_transaction: Decimal | None = None
     daily_debit: Decimal | None = None
+    overdraft_limit: Decimal = Decimal(0)
 
 
 COMMAND_CLASSES = {
@@ -113,7 +114,7 @@ def to_payload(command) -> dict:
     return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in command.__dict__.items()}
 
 
-_MONEY_FIELDS = frozenset({"amount", "per_transaction", "daily_debit"})
+_MONEY_FIELDS = frozenset({"amount", "per_transaction", "daily_debit", "overdraft_limit"})
 
 
 def from_payload(command_type: str, payload: dict):

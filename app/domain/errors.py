@@ -88,5 +88,23 @@ class ReversalExceedsOriginal(BusinessRuleViolation):
     code = "REVERSAL_EXCEEDS_ORIGINAL"
 
 
+class VersionMismatch(BusinessRuleViolation):
+    """The command was sent with If-Match and its wallet changed between submit and execution."""
+
+    code = "VERSION_MISMATCH"
+
+
+class PreconditionFailed(WalletError):
+    """If-Match names versions the wallet is not at (when the command is submitted): nothing is recorded."""
+
+    code = "PRECONDITION_FAILED"
+
+
+class LimitBelowDebt(BusinessRuleViolation):
+    """An overdraft limit lower than what the wallet already owes (its available balance below zero)."""
+
+    code = "LIMIT_BELOW_DEBT"
+
+
 class CaptureExceedsHold(BusinessRuleViolation):
     code = "CAPTURE_EXCEEDS_HOLD"

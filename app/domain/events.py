@@ -47,12 +47,14 @@ def _money(value, currency: str) -> str | None:
 
 
 def wallet_event(event_type: str, wallet: Wallet, occurred_at: datetime, request_id: str | None,
-                 job_id: str | None, *, batch_id: str | None = None, item: int | None = None, **fields) -> dict:
+                 job_id: str | None, *, batch_id: str | None = None, item: int | None = None,
+                 metadata: dict | None = None, **fields) -> dict:
     """An event in `wallet`'s sequence; `wallet` is the wallet after the change.
 
     Changes made without a job (a hold's expiry) derive their id from the wallet version.
     `batch_id` names the bulk submission the command came in; `item` is the
-    command's index when one job (an atomic batch) applies many.
+    command's index when one job (an atomic batch) applies many; `metadata` is
+    the command's (a hold's expiry: the hold's).
     """
     event = {
         "event_id": event_id(job_id or f"version:{wallet.version}", event_type, wallet.id, item),
@@ -69,22 +71,25 @@ def wallet_event(event_type: str, wallet: Wallet, occurred_at: datetime, request
         "job_id": job_id,
         "request_id": request_id,
         "batch_id": batch_id,
-        "metadata": {},
+        "metadata": metadata or {},
     }
     event.update(fields)
     return event
 
 
-def wallet_created(wallet: Wallet, occurred_at: datetime, request_id: str | None, job_id: str) -> dict:
-    return wallet_event(WALLET_CREATED, wallet, occurred_at, request_id, job_id)
+def wallet_created(wallet: Wallet, occurred_at: datetime, request_id: str | None, job_id: str,
+                   metadata: dict | None = None) -> dict:
+    return wallet_event(WALLET_CREATED, wallet, occurred_at, request_id, job_id, metadata=metadata)
 
 
 def entry_recorded(entry: Entry, transaction_id: str, occurred_at: datetime, request_id: str | None, job_id: str,
-                   *, batch_id: str | None = None, item: int | None = None, **fields) -> dict:
+                   *, batch_id: str | None = None, item: int | None = None, metadata: dict | None = None,
+                   **fields) -> dict:
     """The event for a journal entry, keyed by (and in the sequence of) its wallet."""
     wallet = entry.wallet_after(entry.wallet_id)
     event = wallet_event(
         _ENTRY_EVENT_TYPES[entry.type], wallet, occurred_at, request_id, job_id, batch_id=batch_id, item=item,
+        metadata=metadata,
         transaction_id=transaction_id, transaction_type=entry.type,
         amount=format_amount(entry.amount, entry.currency), reference=entry.reference,
         reverses_transaction_id=entry.reverses_entry_id, **fields,
@@ -101,7 +106,7 @@ def entry_recorded(entry: Entry, transaction_id: str, occurred_at: datetime, req
 
 
 def hold_changed(event_type: str, hold: Hold, wallet: Wallet, occurred_at: datetime, request_id: str | None,
-                 job_id: str | None) -> dict:
-    return wallet_event(event_type, wallet, occurred_at, request_id, job_id, hold_id=hold.id,
+                 job_id: str | None, metadata: dict | None = None) -> dict:
+    return wallet_event(event_type, wallet, occurred_at, request_id, job_id, metadata=metadata, hold_id=hold.id,
                         amount=format_amount(hold.amount, wallet.currency), hold_status=hold.status,
                         expires_at=hold.expires_at.isoformat().replace("+00:00", "Z"), reference=hold.reference)

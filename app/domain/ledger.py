@@ -6,7 +6,9 @@ wallet moves money from `system:funding` and a withdrawal moves it to
 `system:withdrawals` rather than creating or destroying it.
 
 A wallet's `balance` is posted money; `held` is what active, unexpired holds
-reserve; `available = balance - held` is what any debit may take.
+reserve; `available = balance - held`. A debit may take the available balance
+down to `-overdraft` (its overdraft limit, 0 unless set) and no further; the
+database enforces `balance >= -overdraft_limit` as well.
 
 Amounts are Decimals in the wallet's currency; the rules compute with Money,
 so an amount the currency's minor unit cannot hold is refused (InexactAmount)
@@ -19,7 +21,8 @@ from datetime import date
 from decimal import Decimal
 
 from app.domain.errors import (
-    CurrencyMismatch, InsufficientFunds, LimitExceeded, ReversalExceedsOriginal, WalletNotActive, WalletNotEmpty,
+    CurrencyMismatch, InsufficientFunds, LimitBelowDebt, LimitExceeded, ReversalExceedsOriginal, WalletNotActive,
+    WalletNotEmpty,
 )
 from app.domain.money import Money
 
@@ -32,10 +35,11 @@ ZERO = Decimal(0)
 
 @dataclass(frozen=True)
 class Limits:
-    """Debit limits of a wallet; None means no limit."""
+    """Debit limits of a wallet; None means no limit. `overdraft`: how far below zero debits may take it."""
 
     per_transaction: Decimal | None = None
     daily_debit: Decimal | None = None
+    overdraft: Decimal = ZERO
 
 
 @dataclass(frozen=True)
@@ -73,12 +77,18 @@ class Wallet:
     def _next(self, **changes) -> "Wallet":
         return replace(self, version=self.version + 1, **changes)
 
+    def _ensure_covered(self, amount: Money) -> None:
+        """A debit of `amount` needs available + overdraft limit >= amount."""
+        available, overdraft = self.money(self.available), self.money(self.limits.overdraft)
+        if amount > available + overdraft:
+            raise InsufficientFunds(f"wallet {self.id} has {available} available"
+                                    + (f" and an overdraft limit of {overdraft}" if overdraft.amount else "")
+                                    + f", needs {amount}")
+
     def _check_debit(self, amount: Money, today: date) -> Money:
-        """Check a debit against status, available balance and limits; returns the day's new total."""
+        """Check a debit against status, available balance, overdraft and limits; returns the day's new total."""
         self.ensure_active()
-        available = self.money(self.available)
-        if amount > available:
-            raise InsufficientFunds(f"wallet {self.id} has {available} available, needs {amount}")
+        self._ensure_covered(amount)
         limits = self.limits
         if limits.per_transaction is not None and amount > self.money(limits.per_transaction):
             raise LimitExceeded(f"{amount} is above the per-transaction limit of {self.money(limits.per_transaction)}")
@@ -102,9 +112,9 @@ class Wallet:
     def corrected_by(self, amount: Decimal) -> "Wallet":
         """A reversal's change: needs an active wallet and, when it takes money, enough available."""
         self.ensure_active()
-        change, available = self.money(amount), self.money(self.available)
-        if change < Money.zero(self.currency) and -change > available:
-            raise InsufficientFunds(f"wallet {self.id} has {available} available, needs {-change}")
+        change = self.money(amount)
+        if change < Money.zero(self.currency):
+            self._ensure_covered(-change)
         return self._next(balance=(self.money(self.balance) + change).amount)
 
     def holding(self, amount: Decimal, today: date) -> "Wallet":
@@ -133,10 +143,15 @@ class Wallet:
         return self._next(status=CLOSED)
 
     def with_limits(self, limits: Limits) -> "Wallet":
+        """New limits. The overdraft limit may not fall below what the wallet owes: minus its available
+        balance (what active holds reserve counts, so every hold stays capturable)."""
         self.ensure_not_closed()
-        for limit in (limits.per_transaction, limits.daily_debit):
+        for limit in (limits.per_transaction, limits.daily_debit, limits.overdraft):
             if limit is not None:
                 self.money(limit)  # a limit the currency cannot hold is refused, not rounded
+        owed = -self.money(self.available)
+        if self.money(limits.overdraft) < owed:
+            raise LimitBelowDebt(f"wallet {self.id} owes {owed}: its overdraft limit cannot go below that")
         return self._next(limits=limits)
 
 

@@ -37,8 +37,8 @@ def exponent(currency: str) -> int:
     return CURRENCY_EXPONENTS[currency]
 
 
-def parse_amount(text: object, currency: str | None = None) -> Decimal:
-    """Parse a positive amount sent as a plain decimal string.
+def parse_amount(text: object, currency: str | None = None, allow_zero: bool = False) -> Decimal:
+    """Parse a positive amount (or zero, if allowed) sent as a plain decimal string.
 
     With a currency, the amount may not have more fraction digits than the
     currency's minor unit. Raises InvalidAmount with a message for the client.
@@ -54,8 +54,8 @@ def parse_amount(text: object, currency: str | None = None) -> Decimal:
     if currency is not None and len(fraction) > exponent(currency):
         raise InvalidAmount(f"has more than {exponent(currency)} decimal places allowed for {currency}")
     value = Decimal(text)
-    if value <= 0:
-        raise InvalidAmount("must be greater than zero")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InvalidAmount("must be zero or more" if allow_zero else "must be greater than zero")
     return value
 
 

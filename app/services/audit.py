@@ -24,7 +24,7 @@ CHECKS: dict[str, str] = {
           FROM wallets w LEFT JOIN (SELECT wallet_id, sum(amount) AS total FROM postings
                                      WHERE wallet_id IS NOT NULL GROUP BY wallet_id) p ON p.wallet_id = w.id
          WHERE w.balance <> coalesce(p.total, 0)""",
-    "no negative balance": "SELECT id::text, balance FROM wallets WHERE balance < 0",
+    "no balance below its overdraft limit": "SELECT id::text, balance FROM wallets WHERE balance < -overdraft_limit",
     "latest posting's balance_after is the balance": """
         SELECT w.id::text, w.balance, last.balance_after
           FROM wallets w JOIN LATERAL (SELECT balance_after FROM postings p WHERE p.wallet_id = w.id

@@ -44,14 +44,19 @@ class _Chunk:
 
     read_versions: dict[str, int]
     changed: dict = field(default_factory=dict)  # wallet id -> Wallet after the chunk
-    recorded: list = field(default_factory=list)  # (entry, transaction id, job, item)
+    recorded: list = field(default_factory=list)  # (entry, transaction id, job, item, metadata)
     events: list = field(default_factory=list)
     outcomes: list = field(default_factory=list)  # {"id", "status", "result", "error"}
 
 
 def atomic_commands(job: ClaimedJob) -> list:
-    return [commands.from_payload(c["type"], {k: v for k, v in c.items() if k != "type"})
+    return [commands.from_payload(c["type"], {k: v for k, v in c.items() if k not in ("type", "metadata")})
             for c in job.payload["commands"]]
+
+
+def _metadata(job: ClaimedJob, item: int | None) -> dict:
+    """The metadata of a job's command: an atomic batch's item carries its own."""
+    return job.metadata if item is None else job.payload["commands"][item].get("metadata", {})
 
 
 def _commands(job: ClaimedJob) -> list:
@@ -68,12 +73,13 @@ def _error(error: BusinessRuleViolation) -> dict:
 
 def _record(chunk: _Chunk, job: ClaimedJob, entry, item: int | None, now: datetime) -> dict:
     transaction_id = str(uuid.uuid4())
-    chunk.recorded.append((entry, transaction_id, job, item or 0))
+    metadata = _metadata(job, item)
+    chunk.recorded.append((entry, transaction_id, job, item or 0, metadata))
     chunk.events.append(events.entry_recorded(entry, transaction_id, now, job.request_id, job.id,
-                                              batch_id=job.batch_id, item=item))
+                                              batch_id=job.batch_id, item=item, metadata=metadata))
     for wallet in entry.wallets_after:
         chunk.changed[wallet.id] = wallet
-    return entry_result(entry, transaction_id, now)
+    return entry_result(entry, transaction_id, now, metadata)
 
 
 def _plan(jobs: list[ClaimedJob], store: WalletStore) -> _Chunk:

@@ -48,7 +48,7 @@ def submit_batch(atomic: bool, items: list[tuple[str, object]], *, tenant_id: st
                  idempotency_key: str | None = None, request_fingerprint: str | None = None) -> AcceptedBatch:
     """Record the batch and its jobs durably, then publish its tasks; a replayed key returns the first batch.
 
-    `items` are (command type, command) in the client's order.
+    `items` are (command type, command, its metadata) in the client's order.
     """
     for _ in range(3):
         try:
@@ -60,7 +60,7 @@ def submit_batch(atomic: bool, items: list[tuple[str, object]], *, tenant_id: st
         raise RuntimeError("could not record the idempotency key")
     if not accepted.replayed:
         batch_id = accepted.batch["id"]
-        for command_type, count in Counter(command_type for command_type, _ in items).items():
+        for command_type, count in Counter(command_type for command_type, _, _ in items).items():
             metrics.COMMANDS_ACCEPTED.labels(command_type).inc(count)
         log.info("batch accepted", extra={"batch_id": batch_id, "commands": len(items), "atomic": atomic,
                                           "tenant_id": tenant_id})
@@ -90,16 +90,18 @@ def _record(atomic, items, tenant_id, request_id, idempotency_key, request_finge
             INSERT INTO batches (id, tenant_id, atomic, size, request_id) VALUES (:id, :tenant, :atomic, :size, :rid)
             RETURNING created_at
         """, {"id": batch_id, "tenant": tenant_id, "atomic": atomic, "size": len(items), "rid": request_id}).scalar()
-        if atomic:
-            jobs = [{"id": str(uuid.uuid4()), "type": batches.BATCH, "batch_index": 0, "payload": {
-                "commands": [{"type": command_type, **to_payload(command)} for command_type, command in items]}}]
+        if atomic:  # one job: each command's metadata travels with it in the payload
+            jobs = [{"id": str(uuid.uuid4()), "type": batches.BATCH, "batch_index": 0, "metadata": {}, "payload": {
+                "commands": [{"type": command_type, **to_payload(command), "metadata": metadata}
+                             for command_type, command, metadata in items]}}]
         else:
-            jobs = [{"id": str(uuid.uuid4()), "type": command_type, "batch_index": index,
-                     "payload": to_payload(command)} for index, (command_type, command) in enumerate(items)]
+            jobs = [{"id": str(uuid.uuid4()), "type": command_type, "batch_index": index, "metadata": metadata,
+                     "payload": to_payload(command)} for index, (command_type, command, metadata) in enumerate(items)]
         run_sql(conn, """
-            INSERT INTO jobs (id, tenant_id, type, status, payload, request_id, batch_id, batch_index)
-            SELECT r.id, :tenant, r.type, 'queued', r.payload, :rid, :batch_id, r.batch_index
-              FROM json_to_recordset(CAST(:jobs AS json)) AS r(id uuid, type text, payload jsonb, batch_index int)
+            INSERT INTO jobs (id, tenant_id, type, status, payload, request_id, batch_id, batch_index, metadata)
+            SELECT r.id, :tenant, r.type, 'queued', r.payload, :rid, :batch_id, r.batch_index, r.metadata
+              FROM json_to_recordset(CAST(:jobs AS json))
+                   AS r(id uuid, type text, payload jsonb, batch_index int, metadata jsonb)
         """, {"tenant": tenant_id, "rid": request_id, "batch_id": batch_id, "jobs": json.dumps(jobs)})
         if idempotency_key is not None:
             run_sql(conn, """

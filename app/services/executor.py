@@ -76,12 +76,14 @@ def run_claimed(job: ClaimedJob) -> Outcome:
     handler = HANDLERS[job.type]
     command = commands.from_payload(job.type, job.payload)
     one_statement = job.type in ONE_STATEMENT
+    # If-Match: the wallet the command's path names must be read at the version it was accepted at.
+    expected = {command.wallet_id: job.if_match_version} if job.if_match_version is not None else None
     conflicts = 0
     for attempt in range(s.conflict_retries_in_task + 1):
         store = None
         try:
             with autocommit() if one_statement else engine().begin() as conn:
-                store = WalletStore(conn, one_statement=one_statement)
+                store = WalletStore(conn, one_statement=one_statement, expected_versions=expected)
                 result = handler(store, job, command)
                 seconds = store.finish_job(job_id, status="succeeded", result=result, extra_attempts=conflicts)
                 if seconds is None:

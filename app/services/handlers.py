@@ -45,11 +45,12 @@ def _apply_entry(store: WalletStore, job: ClaimedJob, entry: Entry, now: datetim
     transaction_id = store.record_entry(entry, job=job, now=now, hold_id=hold_id)
     extra = {"hold_id": hold_id} if hold_id else {}
     store.add_events([events.entry_recorded(entry, transaction_id, now, job.request_id, job.id, batch_id=job.batch_id,
+                                            metadata=job.metadata,
                                             **extra)])
-    return entry_result(entry, transaction_id, now)
+    return entry_result(entry, transaction_id, now, job.metadata)
 
 
-def entry_result(entry: Entry, transaction_id: str, now: datetime) -> dict:
+def entry_result(entry: Entry, transaction_id: str, now: datetime, metadata: dict) -> dict:
     """The transaction a money command recorded, as its job's result."""
     wallet_after = entry.wallet_after(entry.wallet_id)
     counterparty_after = entry.wallet_after(entry.counterparty_wallet_id)
@@ -58,7 +59,8 @@ def entry_result(entry: Entry, transaction_id: str, now: datetime) -> dict:
         "wallet_id": entry.wallet_id, "counterparty_wallet_id": entry.counterparty_wallet_id,
         "balance_after": wallet_after.balance if wallet_after else None,
         "counterparty_balance_after": counterparty_after.balance if counterparty_after else None,
-        "reference": entry.reference, "reverses_entry_id": entry.reverses_entry_id, "created_at": now,
+        "reference": entry.reference, "reverses_entry_id": entry.reverses_entry_id, "metadata": metadata,
+        "created_at": now,
     })
 
 
@@ -66,12 +68,13 @@ def _change_wallet(store: WalletStore, job: ClaimedJob, wallet_after: Wallet, ev
     """Persist a wallet's new state (no money moves) and emit its event."""
     now = store.now()
     store.save_wallet(wallet_after, now)
-    store.add_events([events.wallet_event(event_type, wallet_after, now, job.request_id, job.id, **fields)])
+    store.add_events([events.wallet_event(event_type, wallet_after, now, job.request_id, job.id,
+                                          metadata=job.metadata, **fields)])
     return wallet_view(store.wallet_row(wallet_after.id))
 
 
-def _hold_result(hold: Hold, currency: str, created_at: datetime, now: datetime) -> dict:
-    return hold_view({**hold.__dict__, "currency": currency, "created_at": created_at}, now)
+def _hold_result(hold: Hold, currency: str, created_at: datetime, now: datetime, metadata: dict) -> dict:
+    return hold_view({**hold.__dict__, "currency": currency, "created_at": created_at, "metadata": metadata}, now)
 
 
 # wallets ------------------------------------------------------------------
@@ -80,9 +83,9 @@ def create_wallet(store: WalletStore, job: ClaimedJob, cmd: commands.CreateWalle
     now = store.now()
     wallet = Wallet(id=cmd.wallet_id, tenant_id=job.tenant_id, user_id=cmd.user_id, currency=cmd.currency,
                     balance=ledger.ZERO, status=ledger.ACTIVE, version=1)
-    if store.insert_wallet(wallet, now):
-        store.add_events([events.wallet_created(wallet, now, job.request_id, job.id)])
-    return domain_wallet_view(wallet, now, now)
+    if store.insert_wallet(wallet, now, job.metadata):
+        store.add_events([events.wallet_created(wallet, now, job.request_id, job.id, job.metadata)])
+    return domain_wallet_view(wallet, now, now, job.metadata)
 
 
 def freeze(store: WalletStore, job: ClaimedJob, cmd: commands.Freeze) -> dict:
@@ -102,11 +105,13 @@ def close(store: WalletStore, job: ClaimedJob, cmd: commands.Close) -> dict:
 
 def set_limits(store: WalletStore, job: ClaimedJob, cmd: commands.SetLimits) -> dict:
     (wallet,) = _wallets(store, cmd.wallet_id)
-    limits = ledger.Limits(per_transaction=cmd.per_transaction, daily_debit=cmd.daily_debit)
+    limits = ledger.Limits(per_transaction=cmd.per_transaction, daily_debit=cmd.daily_debit,
+                           overdraft=cmd.overdraft_limit)
     after = wallet.with_limits(limits)
     return _change_wallet(store, job, after, events.LIMITS_CHANGED, limits={
         "per_transaction": None if cmd.per_transaction is None else str(cmd.per_transaction),
-        "daily_debit": None if cmd.daily_debit is None else str(cmd.daily_debit)})
+        "daily_debit": None if cmd.daily_debit is None else str(cmd.daily_debit),
+        "overdraft_limit": str(cmd.overdraft_limit)})
 
 
 # money movements ----------------------------------------------------------
@@ -149,8 +154,9 @@ def place_hold(store: WalletStore, job: ClaimedJob, cmd: commands.PlaceHold) -> 
     wallet_after, hold = holds.place(wallet, cmd.hold_id, cmd.amount, expires_at, now.date(), cmd.reference)
     store.save_wallet(wallet_after, now)
     store.insert_hold(hold, job=job, currency=wallet.currency, now=now)
-    store.add_events([events.hold_changed(events.HOLD_PLACED, hold, wallet_after, now, job.request_id, job.id)])
-    return _hold_result(hold, wallet.currency, now, now)
+    store.add_events([events.hold_changed(events.HOLD_PLACED, hold, wallet_after, now, job.request_id, job.id,
+                                          job.metadata)])
+    return _hold_result(hold, wallet.currency, now, now, job.metadata)
 
 
 def capture_hold(store: WalletStore, job: ClaimedJob, cmd: commands.CaptureHold) -> dict:
@@ -168,7 +174,8 @@ def void_hold(store: WalletStore, job: ClaimedJob, cmd: commands.VoidHold) -> di
     wallet_after, hold_after = holds.void(hold, wallet, now)
     store.save_wallet(wallet_after, now)
     store.save_hold(hold_after, now)
-    store.add_events([events.hold_changed(events.HOLD_VOIDED, hold_after, wallet_after, now, job.request_id, job.id)])
+    store.add_events([events.hold_changed(events.HOLD_VOIDED, hold_after, wallet_after, now, job.request_id, job.id,
+                                          job.metadata)])
     return hold_view(store.hold_row(hold.id), now)
 
 
@@ -202,6 +209,7 @@ def expire_hold(store: WalletStore, hold_id: str) -> bool:
     wallet_after, hold_after = holds.expire(hold, wallet, now)
     store.save_wallet(wallet_after, now)
     store.save_hold(hold_after, now)
-    store.add_events([events.hold_changed(events.HOLD_EXPIRED, hold_after, wallet_after, now, None, None)])
+    metadata = store.hold_row(hold_id)["metadata"]  # no command expires it: its events carry the hold's own
+    store.add_events([events.hold_changed(events.HOLD_EXPIRED, hold_after, wallet_after, now, None, None, metadata)])
     store.flush()  # no job to finish: send the outbox row now
     return True

@@ -11,7 +11,7 @@ from app.domain.money import Money, format_amount
 from app.services import cursors
 from app.services.views import job_view, timestamp, transaction_view, wallet_view
 
-JOB_COLUMNS = ("j.id, j.tenant_id, j.type, j.status, j.attempts, j.result, j.error, j.request_id, "
+JOB_COLUMNS = ("j.id, j.tenant_id, j.type, j.status, j.attempts, j.result, j.error, j.request_id, j.metadata, "
                "j.created_at, j.updated_at, j.completed_at")
 
 

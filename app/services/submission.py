@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from app.adapters import command_queue
 from app.adapters.db import autocommit, engine, run_sql
 from app.domain.commands import to_payload
-from app.domain.errors import IdempotencyKeyReused, JobNotCancelable
+from app.domain.errors import IdempotencyKeyReused, JobNotCancelable, PreconditionFailed
 from app.observability import metrics
 from app.services.queries import JOB_COLUMNS, get_job
 from app.services.views import job_view
@@ -35,11 +35,17 @@ def fingerprint(method: str, path: str, body: object) -> str:
 
 
 def submit(command_type: str, command, *, tenant_id: str, request_id: str,
-           idempotency_key: str | None = None, request_fingerprint: str | None = None) -> Accepted:
-    """Record the job durably, then enqueue it; a replayed key returns the first job."""
+           idempotency_key: str | None = None, request_fingerprint: str | None = None,
+           if_match: tuple[str, list[int]] | None = None, metadata: dict | None = None) -> Accepted:
+    """Record the job durably, then enqueue it; a replayed key returns the first job.
+
+    `if_match` (wallet id, versions): the job is only recorded if the wallet is at one of the versions
+    (PreconditionFailed otherwise, and nothing is recorded), and it records that version for the worker.
+    """
     for _ in range(3):
         try:
-            accepted = record_job(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint)
+            accepted = record_job(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint,
+                                  if_match, metadata)
             break
         except IntegrityError:
             continue  # a concurrent request took the same key first: read its job now
@@ -98,7 +104,8 @@ def cancel(job_id: str, tenant_id: str | None) -> dict | None:
     return job_view(row)
 
 
-def record_job(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint) -> Accepted:
+def record_job(command_type, command, tenant_id, request_id, idempotency_key, request_fingerprint,
+               if_match: tuple[str, list[int]] | None = None, metadata: dict | None = None) -> Accepted:
     # Without a key the job is one INSERT: autocommit saves the BEGIN and COMMIT round trips.
     with engine().begin() if idempotency_key is not None else autocommit() as conn:
         if idempotency_key is not None:
@@ -110,14 +117,27 @@ def record_job(command_type, command, tenant_id, request_id, idempotency_key, re
                 if existing["fingerprint"] != request_fingerprint:
                     raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
                 return Accepted(job=dict(existing), replayed=True)
-        job = run_sql(conn, f"""
-            INSERT INTO jobs AS j (id, tenant_id, type, status, payload, request_id)
-            VALUES (:id, :tenant, :type, 'queued', CAST(:payload AS jsonb), :request_id)
-            RETURNING {JOB_COLUMNS}
-        """, {
-            "id": str(uuid.uuid4()), "tenant": tenant_id, "type": command_type,
-            "payload": json.dumps(to_payload(command)), "request_id": request_id,
-        }).mappings().one()
+        params = {"id": str(uuid.uuid4()), "tenant": tenant_id, "type": command_type,
+                  "payload": json.dumps(to_payload(command)), "request_id": request_id,
+                  "metadata": json.dumps(metadata or {})}
+        if if_match is None:
+            job = run_sql(conn, f"""
+                INSERT INTO jobs AS j (id, tenant_id, type, status, payload, request_id, metadata)
+                VALUES (:id, :tenant, :type, 'queued', CAST(:payload AS jsonb), :request_id, CAST(:metadata AS jsonb))
+                RETURNING {JOB_COLUMNS}
+            """, params).mappings().one()
+        else:  # only at a version If-Match allows, which the job keeps for the worker to check again
+            wallet_id, versions = if_match
+            job = run_sql(conn, f"""
+                INSERT INTO jobs AS j (id, tenant_id, type, status, payload, request_id, metadata, if_match_version)
+                SELECT :id, :tenant, :type, 'queued', CAST(:payload AS jsonb), :request_id, CAST(:metadata AS jsonb),
+                       w.version
+                  FROM wallets w WHERE w.id = CAST(:wallet AS uuid) AND w.version = ANY(CAST(:versions AS bigint[]))
+                RETURNING {JOB_COLUMNS}
+            """, {**params, "wallet": wallet_id, "versions": versions}).mappings().first()
+            if job is None:
+                raise PreconditionFailed(f"wallet {wallet_id} is not at the version If-Match names "
+                                         f"(read it again for its current ETag)")
         if idempotency_key is not None:
             run_sql(conn, """
                 INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id)

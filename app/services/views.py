@@ -30,19 +30,21 @@ def wallet_view(w: Mapping) -> dict:
         "status": w["status"],
         "version": w["version"],
         "limits": {"per_transaction": _money(w["per_transaction_limit"], currency),
-                   "daily_debit": _money(w["daily_debit_limit"], currency)},
+                   "daily_debit": _money(w["daily_debit_limit"], currency),
+                   "overdraft_limit": format_amount(w["overdraft_limit"], currency)},
+        "metadata": w["metadata"],
         "created_at": timestamp(w["created_at"]),
         "updated_at": timestamp(w["updated_at"]),
     }
 
 
-def domain_wallet_view(wallet, created_at: datetime, updated_at: datetime) -> dict:
+def domain_wallet_view(wallet, created_at: datetime, updated_at: datetime, metadata: dict) -> dict:
     """A domain Wallet just written, as the API shows it."""
     return wallet_view({
         "id": wallet.id, "user_id": wallet.user_id, "currency": wallet.currency, "balance": wallet.balance,
         "held": wallet.held, "status": wallet.status, "version": wallet.version,
         "per_transaction_limit": wallet.limits.per_transaction, "daily_debit_limit": wallet.limits.daily_debit,
-        "created_at": created_at, "updated_at": updated_at,
+        "overdraft_limit": wallet.limits.overdraft, "metadata": metadata, "created_at": created_at, "updated_at": updated_at,
     })
 
 
@@ -62,6 +64,7 @@ def hold_view(h: Mapping, now: datetime) -> dict:
         "status": status,
         "expires_at": timestamp(h["expires_at"]),
         "reference": h["reference"],
+        "metadata": h["metadata"],
         "created_at": timestamp(h["created_at"]),
     }
 
@@ -85,6 +88,7 @@ def transaction_view(e: Mapping) -> dict:
         "counterparty_balance_after": money(e["counterparty_balance_after"]),
         "reference": e["reference"],
         "reverses_transaction_id": None if reverses is None else str(reverses),
+        "metadata": e["metadata"],
         "created_at": timestamp(e["created_at"]),
     }
 
@@ -98,6 +102,7 @@ def job_view(j) -> dict:
         "result": j["result"],
         "error": j["error"],
         "request_id": j["request_id"],
+        "metadata": j["metadata"],
         "created_at": timestamp(j["created_at"]),
         "updated_at": timestamp(j["updated_at"]),
         "completed_at": timestamp(j["completed_at"]),

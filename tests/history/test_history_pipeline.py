@@ -197,3 +197,43 @@ def test_commands_of_a_batch_reach_history_each_as_its_own_events_carrying_the_b
     rows = _history(pipeline, a) + _history(pipeline, b)
     assert sorted((e["event_type"], e["batch_id"]) for e in rows if e["event_type"] != "WALLET_CREATED") == [
         ("TRANSFER_IN", batch_id), ("TRANSFER_OUT", batch_id), ("WALLET_FUNDED", batch_id)]
+
+
+def test_history_filters_by_reference_and_metadata_pairs_across_pages(pipeline, client):
+    from urllib.parse import quote
+
+    user = f"search-{uuid.uuid4().hex[:6]}"
+    a = create_wallet(client, user)
+    ref = f"inv-{uuid.uuid4().hex[:6]}"
+    for body in ({"amount": "10.00", "reference": ref, "metadata": {"order": "1"}},
+                 {"amount": "11.00", "reference": "other", "metadata": {"order": "2"}},
+                 {"amount": "12.00", "metadata": {"order": "1", "channel": "web"}},
+                 {"amount": "13.00", "reference": ref, "metadata": {"order": "1", "channel": "web"}}):
+        assert run(client, f"/wallets/{a}/fund", body)["status"] == "succeeded"
+    wait_for(lambda: len(_history(pipeline, a)) >= 5, timeout=30, what="the wallet's five events")
+
+    def amounts(path: str, **query) -> list[str]:
+        """Every page of the list, one item per page: the cursor must keep the filter's order."""
+        out, cursor = [], None
+        while True:
+            qs = "&".join([f"{quote(k)}={quote(v)}" for k, v in query.items()] + ["limit=1"]
+                          + ([f"cursor={cursor}"] if cursor else []))
+            status, body = pipeline.get(f"{path}?{qs}")
+            assert status == 200, body
+            out += [e["amount"] for e in body["items"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return out
+
+    for path in (f"/wallets/{a}/history", f"/users/{user}/activity"):
+        assert amounts(path, reference=ref) == ["13.00", "10.00"]
+        assert amounts(path, **{"metadata[order]": "1"}) == ["13.00", "12.00", "10.00"]
+        assert amounts(path, **{"metadata[order]": "1", "metadata[channel]": "web"}) == ["13.00", "12.00"]
+        assert amounts(path, **{"metadata[order]": "1", "metadata[channel]": "web", "reference": ref}) == ["13.00"]
+        assert amounts(path, **{"metadata[order]": "3"}) == []
+    status, body = pipeline.get(f"/wallets/{a}/history?reference={ref}")
+    assert {e["reference"] for e in body["items"]} == {ref}
+    for bad in ("metadata=x", "metadata[has%20space]=x", "metadata[k]=1&metadata[k]=2", "reference=",
+                "metadata[]=x"):
+        status, body = pipeline.get(f"/wallets/{a}/history?{bad}")
+        assert status == 422 and body["code"] == "VALIDATION_FAILED", (bad, body)

@@ -242,3 +242,39 @@ def test_a_killed_worker_started_again_redelivers_its_interrupted_attempt_at_onc
     wait_for(lambda: receiver.ids().count(delivered["webhook_id"]) == 2, timeout=10,
              what="the interrupted request and the redelivery, with the same webhook-id")
     assert delivered["attempts"] == 1  # the interrupted attempt left no record: it is attempted again as the first
+
+
+def test_metadata_travels_through_kafka_the_history_and_both_kinds_of_webhook(client, receiver, pipeline, stack):
+    from tests.history.test_event_schema import _all_events
+
+    endpoint = register(client, receiver.url, events=["wallet.funded", "job.succeeded"])
+    wallet_id = create_wallet(client, user_id=f"md-{uuid.uuid4().hex[:4]}")
+    md = {"order_id": f"A-{uuid.uuid4().hex[:6]}", "channel": "web"}
+    job = run(client, f"/wallets/{wallet_id}/fund", {"amount": "5.00", "metadata": md})
+    assert job["status"] == "succeeded" and job["metadata"] == md
+    transaction_id = job["result"]["id"]
+
+    def notified() -> dict | None:
+        found = {}
+        for r in receiver.received:
+            payload = verified(endpoint["secret"], r)
+            data = payload["data"]
+            if payload["type"] == "job.succeeded" and data["id"] == job["id"]:
+                found["job"] = data
+            if payload["type"] == "wallet.funded" and data.get("transaction_id") == transaction_id:
+                found["wallet"] = data
+        return found if len(found) == 2 else None
+
+    wait_for(notified, timeout=30, what="both notifications of the fund")
+    assert notified()["job"]["metadata"] == md and notified()["wallet"]["metadata"] == md
+
+    def in_history() -> list | None:
+        status, history = pipeline.get(f"/wallets/{wallet_id}/history")
+        rows = [e["metadata"] for e in history.get("items", []) if e.get("transaction_id") == transaction_id]
+        return rows if status == 200 and rows else None
+
+    wait_for(in_history, timeout=30, what="the fund in the History API")
+    assert in_history() == [md]
+    events = _all_events(stack["KAFKA_BOOTSTRAP_SERVERS"], stack["KAFKA_TOPIC"])
+    assert [e["metadata"] for e in events if e.get("transaction_id") == transaction_id] == [md]
+    assert [e["metadata"] for e in events if e["event_type"] == "JOB_SUCCEEDED" and e["job_id"] == job["id"]] == [md]

@@ -31,11 +31,13 @@ def wait_all_final(job_ids: list[str], timeout: float = 120) -> dict[str, dict]:
         time.sleep(0.05)
 
 
-def submit_all(app, requests: list[tuple[str, dict]], threads: int = 16) -> list[str]:
-    """Submit commands from many HTTP clients at once; returns job ids in request order."""
+def submit_all(app, requests: list[tuple], threads: int = 16) -> list[str]:
+    """Submit commands ((path, body), or (method, path, body)) from many HTTP clients at once; returns job ids
+    in request order."""
 
     def post(req):
-        return submit(api_client(app), *req)["id"]
+        method, path, body = req if len(req) == 3 else ("POST", *req)
+        return submit(api_client(app), path, body, method=method)["id"]
 
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(post, requests))
@@ -85,5 +87,24 @@ def test_bank_transfers_conserve_money_and_never_overdraw(client, wallet_app):
             "SELECT count(*) FROM journal_entries WHERE job_id = ANY(CAST(:ids AS uuid[]))"), {"ids": job_ids}).scalar()
     assert {w: Decimal(postings[w]) for w in wallets} == balances
     assert entries == succeeded
+    report = run_audit()
+    assert report.ok, report.problems
+
+
+def test_concurrent_debits_never_take_a_wallet_below_its_overdraft_limit(client, wallet_app):
+    from tests.integration.test_money_operations import put_limits
+
+    w = funded_wallet(client, "50.00")
+    other = create_wallet(client)
+    assert put_limits(client, w, {"overdraft_limit": "50.00"})["status"] == "succeeded"
+    debits = [(f"/wallets/{w}/withdraw", {"amount": "7.00"}), (f"/wallets/{w}/holds", {"amount": "7.00"}),
+              (f"/wallets/{w}/transfer", {"to_wallet_id": other, "amount": "7.00"})] * 10
+    jobs = wait_all_final(submit_all(wallet_app, debits))
+    succeeded = sum(j["status"] == "succeeded" for j in jobs.values())
+    assert succeeded == 14  # 14 × 7.00 = 98.00 of the 100.00 (50.00 and the overdraft of 50.00); a 15th: 105.00
+    assert {j["error"]["code"] for j in jobs.values() if j["status"] == "failed"} == {"INSUFFICIENT_FUNDS"}
+    view = client.get(f"/wallets/{w}").get_json()
+    assert view["available_balance"] == "-48.00"
+    assert Decimal(view["balance"]) >= Decimal("-50.00")
     report = run_audit()
     assert report.ok, report.problems

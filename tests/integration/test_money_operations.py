@@ -1,4 +1,8 @@
-"""Withdrawals, holds, reversals, freeze and close, limits, balances as of a time, statements."""
+"""Withdrawals, holds, reversals, freeze and close, limits, overdraft, balances as of a time, statements,
+ETag and If-Match."""
+import json
+import os
+import signal
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -6,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from app.adapters.db import autocommit, engine
 from app.adapters.store import ClaimedJob, WalletStore
@@ -13,7 +18,7 @@ from app.domain import commands
 from app.services import handlers
 from app.services.audit import run_audit
 from app.services.views import timestamp
-from tests.helpers import balance, create_wallet, funded_wallet, run, wait_job
+from tests.helpers import balance, create_wallet, funded_wallet, run, submit, wait_job
 from tests.integration.test_concurrency import submit_all, wait_all_final
 from tests.integration.test_exactly_once import record_job
 
@@ -301,7 +306,7 @@ def test_limits_refuse_the_debit_that_crosses_them(client):
     a = funded_wallet(client, "1000.00")
     b = create_wallet(client)
     result = ok(put_limits(client, a, {"per_transaction": "100.00", "daily_debit": "250.00"}))
-    assert result["limits"] == {"per_transaction": "100.00", "daily_debit": "250.00"}
+    assert result["limits"] == {"per_transaction": "100.00", "daily_debit": "250.00", "overdraft_limit": "0.00"}
     failed(run(client, f"/wallets/{a}/withdraw", {"amount": "100.01"}), "LIMIT_EXCEEDED")
     ok(run(client, f"/wallets/{a}/withdraw", {"amount": "100.00"}))
     ok(run(client, f"/wallets/{a}/transfer", {"to_wallet_id": b, "amount": "100.00"}))
@@ -311,7 +316,7 @@ def test_limits_refuse_the_debit_that_crosses_them(client):
     ok(run(client, f"/wallets/{a}/fund", {"amount": "1.00"}))  # credits are not limited
     ok(put_limits(client, a, {}))  # PUT replaces: no limits
     ok(run(client, f"/wallets/{a}/withdraw", {"amount": "500.00"}))
-    assert wallet(client, a)["limits"] == {"per_transaction": None, "daily_debit": None}
+    assert wallet(client, a)["limits"] == {"per_transaction": None, "daily_debit": None, "overdraft_limit": "0.00"}
 
 
 def test_daily_limit_holds_under_concurrent_debits(client, wallet_app):
@@ -330,6 +335,36 @@ def test_limit_amounts_are_validated(client):
     assert client.put(f"/wallets/{w}/limits", json={"per_transaction": "1.5"}).status_code == 422
     assert client.put(f"/wallets/{w}/limits", json={"daily_debit": 5}).status_code == 422
     assert client.put(f"/wallets/{w}/limits", json={"weekly": "5"}).status_code == 422
+    for overdraft in ("-1", "0.5", 10, "1e3"):  # below zero, more digits than JPY has, not a string
+        r = client.put(f"/wallets/{w}/limits", json={"overdraft_limit": overdraft})
+        assert r.status_code == 422 and r.get_json()["code"] == "VALIDATION_FAILED", (overdraft, r.get_json())
+
+
+def test_overdraft_lets_debits_go_down_to_minus_the_limit_and_no_further(client):
+    a = funded_wallet(client, "30.00")
+    b = create_wallet(client)
+    failed(run(client, f"/wallets/{a}/withdraw", {"amount": "30.01"}), "INSUFFICIENT_FUNDS")
+    assert ok(put_limits(client, a, {"overdraft_limit": "50.00"}))["limits"]["overdraft_limit"] == "50.00"
+    ok(run(client, f"/wallets/{a}/withdraw", {"amount": "40.00"}))  # balance -10.00
+    ok(run(client, f"/wallets/{a}/transfer", {"to_wallet_id": b, "amount": "25.00"}))  # -35.00
+    h = ok(run(client, f"/wallets/{a}/holds", {"amount": "15.00"}))  # available -50.00: the whole overdraft
+    view = wallet(client, a)
+    assert (view["balance"], view["available_balance"]) == ("-35.00", "-50.00")
+    failed(run(client, f"/wallets/{a}/withdraw", {"amount": "0.01"}), "INSUFFICIENT_FUNDS")
+    failed(run(client, f"/wallets/{a}/holds", {"amount": "0.01"}), "INSUFFICIENT_FUNDS")
+    # Lowering the limit below what it owes, holds included (so the hold stays capturable), is refused.
+    failed(put_limits(client, a, {"overdraft_limit": "49.99"}), "LIMIT_BELOW_DEBT")
+    failed(run(client, f"/wallets/{a}/close", {}), "WALLET_NOT_EMPTY")
+    ok(run(client, f"/holds/{h['id']}/capture", {"to_wallet_id": b}))  # balance -50.00
+    assert wallet(client, a)["balance"] == "-50.00"
+    # The database holds the bound on its own, whatever a worker would let through.
+    with pytest.raises(IntegrityError, match="ck_wallets_balance_within_overdraft"), engine().begin() as conn:
+        conn.execute(text("UPDATE wallets SET balance = balance - 0.01 WHERE id = :id"), {"id": a})
+    with pytest.raises(IntegrityError, match="ck_wallets_balance_within_overdraft"), engine().begin() as conn:
+        conn.execute(text("UPDATE wallets SET overdraft_limit = 49.99 WHERE id = :id"), {"id": a})
+    ok(run(client, f"/wallets/{a}/fund", {"amount": "50.00"}))
+    ok(put_limits(client, a, {}))  # PUT replaces: back to no overdraft, which it no longer needs
+    ok(run(client, f"/wallets/{a}/close", {}))
 
 
 def test_balance_as_of_and_statement_match_a_hand_computed_example(client):
@@ -374,3 +409,138 @@ def test_balance_as_of_and_statement_match_a_hand_computed_example(client):
     assert client.get(f"/wallets/{a}/balance?as_of=yesterday").status_code == 422
     assert client.get(f"/wallets/{a}/balance?as_of=2999-01-01T00:00:00Z").status_code == 422
     assert client.get(f"/wallets/{a}/statement?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z").status_code == 422
+
+
+def test_etag_and_if_match_make_a_command_conditional_on_the_wallet_it_names(client):
+    a = funded_wallet(client, "100.00")
+    r = client.get(f"/wallets/{a}")
+    assert r.headers["ETag"] == f'"{r.get_json()["version"]}"'
+    etag = r.headers["ETag"]
+    jobs_before = _job_count()
+    # At the version named: accepted, and it runs.
+    ok(run(client, f"/wallets/{a}/withdraw", {"amount": "1.00"}, **{"If-Match": etag}))
+    # The wallet moved on: 412, nothing recorded.
+    r = client.post(f"/wallets/{a}/withdraw", json={"amount": "1.00"}, headers={"If-Match": etag})
+    assert r.status_code == 412 and r.mimetype == "application/problem+json"
+    assert r.get_json()["code"] == "PRECONDITION_FAILED"
+    assert _job_count() == jobs_before + 1
+    current = client.get(f"/wallets/{a}").headers["ETag"]
+    # A list matches any of its tags; a weak tag never matches (strong comparison); "*" is no condition.
+    ok(run(client, f"/wallets/{a}/holds", {"amount": "1.00"}, **{"If-Match": f'"999", {current}'}))
+    current = client.get(f"/wallets/{a}").headers["ETag"]
+    assert client.post(f"/wallets/{a}/withdraw", json={"amount": "1.00"},
+                       headers={"If-Match": f"W/{current}"}).status_code == 412
+    ok(run(client, f"/wallets/{a}/withdraw", {"amount": "1.00"}, **{"If-Match": "*"}))
+    ok(put_limits_if(client, a, client.get(f"/wallets/{a}").headers["ETag"]))
+    # Malformed: 422. A command whose path names no wallet has no ETag to match: 412.
+    r = client.post(f"/wallets/{a}/withdraw", json={"amount": "1.00"}, headers={"If-Match": "7"})
+    assert r.status_code == 422 and "If-Match" in r.get_json()["errors"]
+    h = ok(run(client, f"/wallets/{a}/holds", {"amount": "1.00"}))
+    assert client.post(f"/holds/{h['id']}/void", json={}, headers={"If-Match": current}).status_code == 412
+    # A replay of an accepted request answers with its job, whatever the wallet's version now.
+    key = {"Idempotency-Key": f"if-match-{uuid.uuid4()}"}
+    etag = client.get(f"/wallets/{a}").headers["ETag"]
+    first = run(client, f"/wallets/{a}/withdraw", {"amount": "1.00"}, **{"If-Match": etag}, **key)
+    replay = client.post(f"/wallets/{a}/withdraw", json={"amount": "1.00"}, headers={"If-Match": etag, **key})
+    assert replay.status_code == 200 and replay.get_json()["id"] == first["id"]
+
+
+def put_limits_if(client, wallet_id: str, etag: str) -> dict:
+    r = client.put(f"/wallets/{wallet_id}/limits", json={"overdraft_limit": "5.00"}, headers={"If-Match": etag})
+    assert r.status_code == 202, r.get_json()
+    return wait_job(client, r.get_json()["id"])
+
+
+def test_a_wallet_that_changes_between_submit_and_execution_fails_the_job_version_mismatch(client, worker):
+    a, b = funded_wallet(client, "100.00"), create_wallet(client)
+    etag = client.get(f"/wallets/{a}").headers["ETag"]
+    os.killpg(worker.pid, signal.SIGSTOP)  # both are accepted at the same version before either runs
+    try:
+        first = submit(client, f"/wallets/{a}/withdraw", {"amount": "1.00"}, **{"If-Match": etag})
+        second = submit(client, f"/wallets/{a}/transfer", {"to_wallet_id": b, "amount": "1.00"},
+                        **{"If-Match": etag})
+    finally:
+        os.killpg(worker.pid, signal.SIGCONT)
+    jobs = [wait_job(client, first["id"]), wait_job(client, second["id"])]
+    assert sorted(j["status"] for j in jobs) == ["failed", "succeeded"]
+    (loser,) = [j for j in jobs if j["status"] == "failed"]
+    assert loser["error"]["code"] == "VERSION_MISMATCH"
+    assert loser["attempts"] == 1  # not retried: the client asked for that exact state
+    assert balance(client, a) == "99.00"
+
+
+def _job_count() -> int:
+    with engine().connect() as conn:
+        return conn.exec_driver_sql("SELECT count(*) FROM jobs").scalar()
+
+
+def test_metadata_is_kept_on_the_job_and_on_what_each_command_produced(client):
+    md = {"order_id": "A-1042", "channel.web": "café ☕"}
+    created = ok_job(run(client, "/wallets", {"user_id": "md-user", "currency": "USD", "metadata": md}))
+    assert created["metadata"] == md and created["result"]["metadata"] == md
+    a = created["result"]["id"]
+    assert wallet(client, a)["metadata"] == md
+    b = create_wallet(client)
+    assert wallet(client, b)["metadata"] == {}  # none sent: {}
+    fund = ok_job(run(client, f"/wallets/{a}/fund", {"amount": "50.00", "metadata": {"k": "fund"}}))
+    assert fund["metadata"] == {"k": "fund"} and fund["result"]["metadata"] == {"k": "fund"}
+    assert client.get(f"/transactions/{fund['result']['id']}").get_json()["metadata"] == {"k": "fund"}
+    h = ok_job(run(client, f"/wallets/{a}/holds", {"amount": "5.00", "metadata": {"k": "hold"}}))["result"]
+    assert h["metadata"] == {"k": "hold"} and client.get(f"/holds/{h['id']}").get_json()["metadata"] == {"k": "hold"}
+    capture = ok(run(client, f"/holds/{h['id']}/capture", {"to_wallet_id": b, "metadata": {"k": "capture"}}))
+    assert capture["metadata"] == {"k": "capture"}
+    listed = client.get(f"/wallets/{a}/transactions").get_json()["items"]
+    assert [t["metadata"] for t in listed][:2] == [{"k": "capture"}, {"k": "fund"}]
+    reversal = ok(run(client, f"/transactions/{fund['result']['id']}/reverse",
+                      {"amount": "1.00", "metadata": {"k": "reverse"}}))
+    assert reversal["metadata"] == {"k": "reverse"}
+    for path, body in ((f"/wallets/{a}/freeze", {"reason": "r"}), (f"/wallets/{a}/unfreeze", {})):
+        assert ok_job(run(client, path, {**body, "metadata": {"k": "state"}}))["metadata"] == {"k": "state"}
+    # A batch: each item's metadata, whether its own job (independent) or one job for all (atomic).
+    for atomic in (False, True):
+        r = client.post("/batches", headers={"Prefer": "wait=10"}, json={"atomic": atomic, "commands": [
+            {"type": "fund", "wallet_id": b, "amount": "1.00", "metadata": {"item": "0"}},
+            {"type": "transfer", "wallet_id": b, "to_wallet_id": a, "amount": "1.00", "metadata": {"item": "1"}},
+            {"type": "withdraw", "wallet_id": a, "amount": "1.00"}]})
+        assert r.get_json()["status"] == "completed", r.get_json()
+        jobs = client.get(f"/batches/{r.get_json()['id']}/jobs").get_json()["items"]
+        transactions = [t for j in jobs for t in (j["result"]["transactions"] if atomic else [j["result"]])]
+        assert [t["metadata"] for t in transactions] == [{"item": "0"}, {"item": "1"}, {}]
+        for t in transactions:
+            assert client.get(f"/transactions/{t['id']}").get_json()["metadata"] == t["metadata"]
+        if not atomic:
+            assert [j["metadata"] for j in jobs] == [{"item": "0"}, {"item": "1"}, {}]
+
+
+def ok_job(job: dict) -> dict:
+    assert job["status"] == "succeeded", job
+    return job
+
+
+@pytest.mark.parametrize("metadata, why", [
+    ({f"k{i}": "v" for i in range(21)}, "at most 20 keys"),
+    ({"": "v"}, "must be 1-40 characters"),
+    ({"a" * 41: "v"}, "must be 1-40 characters"),
+    ({"has space": "v"}, "must be 1-40 characters"),
+    ({"k": "v" * 501}, "at most 500 characters"),
+    ({"k": 5}, "must be a string"),
+    ({"k": None}, "must be a string"),
+    ({"k": "a\u0000b"}, "NUL"),
+    (["k", "v"], "must be an object"),
+    ("k=v", "must be an object"),
+])
+def test_metadata_outside_the_rules_is_refused_and_records_nothing(client, metadata, why):
+    a = funded_wallet(client, "10.00")
+    before = _job_count()
+    for path, body in ((f"/wallets/{a}/fund", {"amount": "1.00"}), ("/wallets", {"user_id": "u", "currency": "USD"}),
+                       ("/batches", {"commands": [{"type": "fund", "wallet_id": a, "amount": "1.00"}]})):
+        if path == "/batches":
+            body["commands"][0]["metadata"] = metadata
+        else:
+            body["metadata"] = metadata
+        r = client.post(path, json=body)
+        assert r.status_code == 422 and r.get_json()["code"] == "VALIDATION_FAILED", r.get_json()
+        assert why in json.dumps(r.get_json()["errors"]), r.get_json()
+    assert _job_count() == before
+    assert {f"k{i}": "v" * 500 for i in range(20)} == ok_job(run(
+        client, f"/wallets/{a}/fund", {"amount": "1.00", "metadata": {f"k{i}": "v" * 500 for i in range(20)}}))["metadata"]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from app.api.schemas import AMOUNT_PATTERN, FundSchema, load
+from app.api.schemas import AMOUNT_OR_ZERO_PATTERN, AMOUNT_PATTERN, FundSchema, LimitsSchema, load
 from app.services import cursors
 from tests.schemathesis_hooks import is_state_rule
 
@@ -36,6 +36,22 @@ def test_every_amount_the_pattern_allows_is_accepted(amount):
 @given(st.text(alphabet="0123456789.", max_size=22))
 def test_an_amount_is_accepted_exactly_when_the_pattern_matches(text):
     assert _accepted(text) == bool(re.fullmatch(AMOUNT_PATTERN, text))
+
+
+def _overdraft_accepted(amount: str) -> bool:
+    try:
+        load(LimitsSchema, {"overdraft_limit": amount})
+        return True
+    except ValidationError:
+        return False
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet="0123456789.", max_size=22))
+def test_an_overdraft_limit_is_accepted_exactly_when_its_pattern_matches(text):
+    """The same as an amount, and zero."""
+    assert _overdraft_accepted(text) == bool(re.fullmatch(AMOUNT_OR_ZERO_PATTERN, text))
+    assert _overdraft_accepted(text) == (_accepted(text) or bool(re.fullmatch(r"0+(\.0{1,3})?", text)))
 
 
 @pytest.mark.parametrize("amount,ok", [("0", False), ("0.000", False), ("0.001", True), ("007", True),

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
@@ -5,7 +6,8 @@ import pytest
 
 from app.domain import holds, ledger
 from app.domain.errors import (
-    CurrencyMismatch, InexactAmount, InsufficientFunds, LimitExceeded, ReversalExceedsOriginal, WalletNotActive,
+    CurrencyMismatch, InexactAmount, InsufficientFunds, LimitBelowDebt, LimitExceeded, ReversalExceedsOriginal,
+    WalletNotActive, WalletNotEmpty,
 )
 from app.domain.ledger import Wallet
 
@@ -118,3 +120,41 @@ def test_limit_messages_show_the_currency_digits():
     limited = wallet("100").with_limits(ledger.Limits(per_transaction=Decimal("5")))
     with pytest.raises(LimitExceeded, match=r"^5\.01 USD is above the per-transaction limit of 5\.00 USD$"):
         ledger.withdraw(limited, Decimal("5.01"), TODAY)
+
+
+def overdrawn(balance: str, overdraft: str, held: str = "0") -> Wallet:
+    return replace(wallet(balance), held=Decimal(held), limits=ledger.Limits(overdraft=Decimal(overdraft)))
+
+
+def test_a_debit_may_use_the_overdraft_and_no_more():
+    w = overdrawn("10", "20")
+    assert ledger.withdraw(w, Decimal("30"), TODAY).wallet_after("a").balance == Decimal("-20")
+    with pytest.raises(InsufficientFunds, match="overdraft limit of 20.00 USD"):
+        ledger.withdraw(w, Decimal("30.01"), TODAY)
+    with pytest.raises(InsufficientFunds):
+        holds.place(overdrawn("10", "20", held="5"), "h", Decimal("25.01"), None, TODAY)
+    assert holds.place(overdrawn("10", "20", held="5"), "h", Decimal("25"), None, TODAY)
+
+
+def test_a_reversal_that_takes_money_back_may_use_the_overdraft():
+    deposit = ledger.OriginalEntry(id="e1", type="FUND", currency="USD", amount=Decimal("4"),
+                                   reversed_amount=Decimal(0), wallet_id="a", counterparty_wallet_id=None,
+                                   postings=(("a", Decimal("4")), (ledger.SYSTEM_FUNDING, Decimal("-4"))))
+    assert ledger.reverse(deposit, {"a": overdrawn("1", "3")}, Decimal("4")).wallet_after("a").balance == Decimal("-3")
+    with pytest.raises(InsufficientFunds):
+        ledger.reverse(deposit, {"a": overdrawn("1", "2.99")}, Decimal("4"))
+
+
+@pytest.mark.parametrize("balance, held, lowest", [("-10", "0", "10"), ("-10", "5", "15"), ("3", "5", "2"),
+                                                    ("10", "5", "0")])
+def test_the_overdraft_limit_cannot_go_below_what_the_wallet_owes_holds_included(balance, held, lowest):
+    w = overdrawn(balance, "50", held)
+    assert w.with_limits(ledger.Limits(overdraft=Decimal(lowest))).limits.overdraft == Decimal(lowest)
+    if Decimal(lowest) > 0:
+        with pytest.raises(LimitBelowDebt):
+            w.with_limits(ledger.Limits(overdraft=Decimal(lowest) - Decimal("0.01")))
+
+
+def test_a_wallet_below_zero_cannot_close():
+    with pytest.raises(WalletNotEmpty):
+        overdrawn("-0.01", "1").closed()
