@@ -115,6 +115,15 @@ journal_entries = Table(
     UniqueConstraint("job_id", "item"),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("reversed_amount >= 0 AND reversed_amount <= amount", name="reversal_within_amount"),
+    # Search (migration 0015, app/services/transaction_search.py): each filter reads an index in the list's
+    # order, newest first by (created_at, id), so a page stops after `limit` rows.
+    Index(None, "tenant_id", "created_at", "id"),  # no filter, from/to, and filters that match many
+    Index(None, "tenant_id", "type", "created_at", "id"),
+    Index(None, "tenant_id", "reference", "created_at", "id", postgresql_where=text("reference IS NOT NULL")),
+    Index(None, "tenant_id", "amount", "created_at", "id"),  # min_amount/max_amount that match few
+    Index(None, "wallet_id", "created_at", "id"),  # wallet_id: the wallet's side ...
+    Index(None, "counterparty_wallet_id", "created_at", "id",  # ... and its counterparty's side
+          postgresql_where=text("counterparty_wallet_id IS NOT NULL")),
 )
 
 holds = Table(
