@@ -19,8 +19,11 @@ OPERATIONS: dict[str, Operation] = {
     "wallets.get_wallet": Operation("Read a wallet", response=out.WalletOut),
     "wallets.list_user_wallets": Operation("List a user's wallets, newest first", response=out.WalletList,
                                            query=body.UserWalletsQuerySchema),
-    "wallets.list_transactions": Operation("List a wallet's transactions, newest first",
-                                           response=out.TransactionList, query=body.TransactionsQuerySchema),
+    "wallets.list_transactions": Operation(
+        "List or search a wallet's transactions, newest first", response=out.TransactionList,
+        query=body.TransactionsQuerySchema,
+        description="Newest first in the wallet's own order (its version), with or without filters. Filters "
+                    "combine with AND. 422 when `from` is after `to` or `min_amount` is more than `max_amount`."),
     "wallets.freeze": Operation("Freeze a wallet: no money moves in or out", body=body.FreezeSchema, command=True),
     "wallets.unfreeze": Operation("Unfreeze a wallet", body=body.EmptySchema, command=True),
     "wallets.close": Operation("Close an empty wallet, for good", body=body.EmptySchema, command=True),
@@ -40,6 +43,12 @@ OPERATIONS: dict[str, Operation] = {
     "holds.capture_hold": Operation("Capture a hold, in full or in part, to a wallet or out",
                                     body=body.CaptureHoldSchema, command=True),
     "holds.void_hold": Operation("Void a hold", body=body.EmptySchema, command=True),
+    "transactions.search_transactions": Operation(
+        "Search the tenant's transactions, newest first", response=out.TransactionList,
+        query=body.TransactionSearchQuerySchema,
+        description="Newest first by `created_at`, then `id`. Filters combine with AND; `wallet_id` matches a "
+                    "transaction the wallet takes part in, as its wallet or its counterparty. 422 when `from` is "
+                    "after `to` or `min_amount` is more than `max_amount`."),
     "transactions.get_transaction": Operation("Read a transaction", response=out.TransactionOut),
     "transactions.reverse": Operation("Reverse all or part of a transaction", body=body.ReverseSchema,
                                       command=True),

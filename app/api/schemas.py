@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from app.domain.errors import InvalidAmount
 from app.domain.holds import DEFAULT_EXPIRES_IN_SECONDS, MAX_EXPIRES_IN_SECONDS
+from app.domain.ledger import TRANSACTION_TYPES
 from app.domain.webhooks import MAX_URL_LENGTH, URL_PATTERN
 from app.domain.money import CURRENCY_EXPONENTS, SUPPORTED_CURRENCIES, parse_amount
 from app.services import cursors
+from app.services.transaction_search import TransactionFilters
 from app.services.webhooks import NOTIFICATION_TYPES
 
 PRINTABLE = re.compile(r"[\x20-\x7e]+")
@@ -97,8 +100,72 @@ class UserWalletsQuerySchema(PageQuerySchema):
     cursor = cursor_field(cursors.USER_WALLETS)
 
 
-class TransactionsQuerySchema(PageQuerySchema):
+_ONE_TYPE = "(" + "|".join(sorted(TRANSACTION_TYPES)) + ")"
+TYPES_PATTERN = f"^{_ONE_TYPE}(,{_ONE_TYPE})*$"  # exactly what `Types` accepts: no spaces, no empty item
+
+
+class Types(fields.String):
+    """One or more transaction types, comma-separated (`FUND,TRANSFER`), loaded as a sorted tuple."""
+
+    def __init__(self, **kwargs):
+        super().__init__(metadata={"pattern": TYPES_PATTERN, "description": "only transactions of these types, "
+                                   "comma-separated, e.g. FUND,TRANSFER"}, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not re.fullmatch(TYPES_PATTERN, text):
+            raise ValidationError(f"must be one or more of {', '.join(sorted(TRANSACTION_TYPES))}, comma-separated")
+        return tuple(sorted(set(text.split(","))))
+
+
+class TransactionFiltersSchema(PageQuerySchema):
+    """The filters of a transaction search (api-contract.md, "Metadata, search and preconditions")."""
+
+    type = Types()
+    reference = fields.String(validate=[validate.Length(max=255), storable_text],
+                              metadata={"pattern": TEXT_PATTERN, "description": "exact match"})
+    min_amount = Amount(metadata={"description": "at least this amount (inclusive), as a decimal string"})
+    max_amount = Amount(metadata={"description": "at most this amount (inclusive), as a decimal string"})
+    from_ = fields.AwareDateTime(format="iso", data_key="from",
+                                 metadata={"description": "created at or after this instant (RFC 3339)"})
+    to = fields.AwareDateTime(format="iso", metadata={"description": "created before this instant (RFC 3339)"})
+
+    @validates_schema
+    def _bounds_in_order(self, data, **kwargs):
+        errors = {}
+        if "from_" in data and "to" in data and data["from_"] > data["to"]:
+            errors["from"] = ["must not be after 'to'"]
+        if "min_amount" in data and "max_amount" in data and Decimal(data["min_amount"]) > Decimal(data["max_amount"]):
+            errors["min_amount"] = ["must not be more than 'max_amount'"]
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def _as_filters(self, data, **kwargs) -> dict:
+        """{"limit", "cursor", "filters": TransactionFilters}."""
+        def amount(name):
+            return Decimal(data[name]) if name in data else None
+
+        wallet_id = data.get("wallet_id")
+        filters = TransactionFilters(
+            wallet_id=None if wallet_id is None else str(wallet_id), types=data.get("type", ()),
+            reference=data.get("reference"), min_amount=amount("min_amount"), max_amount=amount("max_amount"),
+            since=data.get("from_"), until=data.get("to"))
+        return {"limit": data["limit"], "cursor": data.get("cursor"), "filters": filters}
+
+
+class TransactionsQuerySchema(TransactionFiltersSchema):
+    """GET /wallets/{id}/transactions: the wallet's own order, so the cursor is its version, filtered or not."""
+
     cursor = cursor_field(cursors.TRANSACTIONS)
+
+
+class TransactionSearchQuerySchema(TransactionFiltersSchema):
+    """GET /transactions: the tenant's transactions, newest first by creation."""
+
+    wallet_id = fields.UUID(metadata={"description": "only transactions this wallet takes part in (as the wallet "
+                                                     "or the counterparty)"})
+    cursor = cursor_field(cursors.TRANSACTION_SEARCH)
 
 
 _INSTANCES: dict[type[Schema], Schema] = {}

@@ -15,7 +15,7 @@ from app.api.schemas import (
     TransactionsQuerySchema, UserWalletsQuerySchema, load,
 )
 from app.domain import commands
-from app.services import queries
+from app.services import queries, transaction_search
 from app.services.views import timestamp, wallet_view
 
 bp = Blueprint("wallets", __name__)
@@ -43,8 +43,9 @@ def list_user_wallets(user_id: str):
 @bp.get("/wallets/<wallet_id>/transactions")
 def list_transactions(wallet_id: str):
     args = query_args(TransactionsQuerySchema)
-    require_wallet(wallet_id)
-    return jsonify(queries.list_transactions(wallet_id, args["limit"], args.get("cursor")))
+    wallet = require_wallet(wallet_id)
+    return jsonify(transaction_search.wallet_transactions(str(wallet["id"]), current_tenant(), args["filters"],
+                                                          args["limit"], args["cursor"]))
 
 
 @bp.post("/wallets/<wallet_id>/freeze")

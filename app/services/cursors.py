@@ -59,7 +59,8 @@ def _decode(kind: str, part: str):
 
 
 USER_WALLETS = CursorFormat(("time", "uuid"))  # created_at, id
-TRANSACTIONS = CursorFormat(("int",))  # the wallet's version
+TRANSACTIONS = CursorFormat(("int",))  # the wallet's version (a wallet's transactions, filtered or not)
+TRANSACTION_SEARCH = CursorFormat(("time", "uuid"))  # created_at, id (a tenant's transactions)
 BATCH_JOBS = CursorFormat(("int",))  # the job's index in its batch
 WALLET_HISTORY = CursorFormat(("int", "uuid"))  # wallet_version, event_id
 USER_ACTIVITY = CursorFormat(("time", "uuid", "uuid"))  # occurred_at, event_id, wallet_id

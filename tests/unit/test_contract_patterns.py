@@ -14,8 +14,8 @@ from app.api.schemas import AMOUNT_PATTERN, FundSchema, load
 from app.services import cursors
 from tests.schemathesis_hooks import is_state_rule
 
-FORMATS = [cursors.USER_WALLETS, cursors.TRANSACTIONS, cursors.BATCH_JOBS, cursors.WALLET_HISTORY,
-           cursors.USER_ACTIVITY]
+FORMATS = [cursors.USER_WALLETS, cursors.TRANSACTIONS, cursors.TRANSACTION_SEARCH, cursors.BATCH_JOBS,
+           cursors.WALLET_HISTORY, cursors.USER_ACTIVITY]
 
 
 def _accepted(amount: str) -> bool:
