@@ -22,8 +22,10 @@ OPERATIONS: dict[str, Operation] = {
     "wallets.list_transactions": Operation(
         "List or search a wallet's transactions, newest first", response=out.TransactionList,
         query=body.TransactionsQuerySchema,
-        description="Newest first in the wallet's own order (its version), with or without filters. Filters "
-                    "combine with AND. 422 when `from` is after `to` or `min_amount` is more than `max_amount`."),
+        description="Without filters: newest first in the wallet's own order, by version (cursor: the version). "
+                    "With filters (they combine with AND): what `GET /transactions?wallet_id=` finds, newest first "
+                    "by `created_at`, then `id` (cursor: `<created_at µs>.<id hex>`); a cursor of the other order "
+                    "is 422. 422 too when `from` is after `to` or `min_amount` is more than `max_amount`."),
     "wallets.freeze": Operation("Freeze a wallet: no money moves in or out", body=body.FreezeSchema, command=True),
     "wallets.unfreeze": Operation("Unfreeze a wallet", body=body.EmptySchema, command=True),
     "wallets.close": Operation("Close an empty wallet, for good", body=body.EmptySchema, command=True),

@@ -86,10 +86,11 @@ class TransferSchema(Schema):
     reference = Reference()
 
 
-def cursor_field(cursor_format: cursors.CursorFormat) -> fields.String:
-    """An optional `cursor` of one list: its pattern is the whole rule (app/services/cursors.py)."""
-    return fields.String(validate=validate.Regexp(cursor_format.pattern, error=cursors.MALFORMED),
-                         metadata={"description": "next_cursor of the previous page (opaque)"})
+def cursor_field(*cursor_formats: cursors.CursorFormat) -> fields.String:
+    """An optional `cursor` of one list (of any of its orders): the pattern is the whole rule (app/services/cursors.py)."""
+    pattern = cursors.any_of(*cursor_formats)
+    return fields.String(validate=validate.Regexp(pattern, error=cursors.MALFORMED),
+                         metadata={"description": "next_cursor of the previous page (opaque)", "pattern": pattern})
 
 
 class PageQuerySchema(Schema):
@@ -154,10 +155,24 @@ class TransactionFiltersSchema(PageQuerySchema):
         return {"limit": data["limit"], "cursor": data.get("cursor"), "filters": filters}
 
 
-class TransactionsQuerySchema(TransactionFiltersSchema):
-    """GET /wallets/{id}/transactions: the wallet's own order, so the cursor is its version, filtered or not."""
+_FILTERS = ("type", "reference", "min_amount", "max_amount", "from_", "to")
+_OTHER_ORDER = "is a cursor of the list {}; it cannot continue this one: ask for the first page again"
 
-    cursor = cursor_field(cursors.TRANSACTIONS)
+
+class TransactionsQuerySchema(TransactionFiltersSchema):
+    """GET /wallets/{id}/transactions: by the wallet's version without filters, a search narrowed to it with."""
+
+    cursor = cursor_field(cursors.TRANSACTIONS, cursors.TRANSACTION_SEARCH)
+
+    @validates_schema
+    def _cursor_of_this_order(self, data, **kwargs):
+        if "cursor" not in data:
+            return
+        filtered = any(name in data for name in _FILTERS)
+        if filtered and cursors.TRANSACTIONS.matches(data["cursor"]):
+            raise ValidationError({"cursor": [_OTHER_ORDER.format("without filters")]})
+        if not filtered and cursors.TRANSACTION_SEARCH.matches(data["cursor"]):
+            raise ValidationError({"cursor": [_OTHER_ORDER.format("with filters")]})
 
 
 class TransactionSearchQuerySchema(TransactionFiltersSchema):

@@ -2,13 +2,16 @@
 
 Each filter is one more condition on journal_entries, and the filters combine
 with AND; migration 0015 gives each one an index (docs/performance.md, "Search",
-has the plans). Pages are keyset pages: a tenant's list is ordered by
-(created_at, id), a wallet's by the wallet's own version, with or without
-filters, so its cursor is the same either way.
+has the plans). Pages are keyset pages. A search is ordered by (created_at,
+id), its cursor `cursors.TRANSACTION_SEARCH`. A wallet's list without filters
+keeps the wallet's own order, by version (cursor `cursors.TRANSACTIONS`); with
+filters it is the tenant's search narrowed to the wallet, because the journal's
+indexes serve the filters in that order, and a walk down the wallet's versions
+that looks up each transaction to test it does not stay fast on a busy wallet.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -22,7 +25,7 @@ from app.services.views import transaction_view
 
 @dataclass(frozen=True)
 class TransactionFilters:
-    """What a search asks for; None (or no types) leaves that filter out."""
+    """What a search asks for; None (or no types) leaves that filter out. The default: no filter."""
 
     wallet_id: str | None = None  # as the transaction's wallet_id or its counterparty_wallet_id
     types: tuple[str, ...] = ()  # any of them
@@ -33,8 +36,13 @@ class TransactionFilters:
     until: datetime | None = None  # `to`, exclusive
 
 
-def _entry_conditions(tenant_id: str | None, f: TransactionFilters, created_at) -> list[ColumnElement[bool]]:
-    """The filters on journal_entries `e` (the wallet aside); `created_at` is the column the time bounds apply to."""
+def is_filtered(f: TransactionFilters) -> bool:
+    """Whether any filter narrows the list."""
+    return f != TransactionFilters()
+
+
+def _entry_conditions(tenant_id: str | None, f: TransactionFilters) -> list[ColumnElement[bool]]:
+    """The tenant and the filters (the wallet aside) as conditions on journal_entries."""
     e = journal_entries.c
     where: list[ColumnElement[bool]] = []
     if tenant_id is not None:  # None: an admin key, every tenant
@@ -48,9 +56,9 @@ def _entry_conditions(tenant_id: str | None, f: TransactionFilters, created_at) 
     if f.max_amount is not None:
         where.append(e.amount <= f.max_amount)
     if f.since is not None:
-        where.append(created_at >= f.since)
+        where.append(e.created_at >= f.since)
     if f.until is not None:
-        where.append(created_at < f.until)
+        where.append(e.created_at < f.until)
     return where
 
 
@@ -60,7 +68,7 @@ def search_statement(tenant_id: str | None, f: TransactionFilters, limit: int, c
     It reads one row more than `limit`: that row says whether there is a next page.
     """
     e = journal_entries
-    where = _entry_conditions(tenant_id, f, e.c.created_at)
+    where = _entry_conditions(tenant_id, f)
     if cursor:
         created_at, entry_id = cursors.TRANSACTION_SEARCH.decode(cursor)
         where.append(tuple_(e.c.created_at, e.c.id) < (created_at, entry_id))
@@ -80,14 +88,15 @@ def search_statement(tenant_id: str | None, f: TransactionFilters, limit: int, c
     return select(merged).order_by(merged.c.created_at.desc(), merged.c.id.desc()).limit(limit + 1)
 
 
-def wallet_statement(wallet_id: str, tenant_id: str | None, f: TransactionFilters, limit: int,
-                     cursor: str | None) -> Select:
-    """The page after `cursor` of a wallet's matching transactions, newest first by the wallet's version.
+def wallet_statement(wallet_id: str, tenant_id: str | None, limit: int, cursor: str | None) -> Select:
+    """The page after `cursor` of a wallet's transactions, newest first by the wallet's version (no filters).
 
-    `f.wallet_id` plays no part: the wallet is the list. Reads one row more than `limit`, like search_statement.
+    Reads one row more than `limit`, like search_statement.
     """
     p, e = postings, journal_entries
-    where = [p.c.wallet_id == wallet_id, *_entry_conditions(tenant_id, f, p.c.created_at)]
+    where = [p.c.wallet_id == wallet_id]
+    if tenant_id is not None:
+        where.append(e.c.tenant_id == tenant_id)
     if cursor:
         (version,) = cursors.TRANSACTIONS.decode(cursor)
         where.append(p.c.wallet_version < version)
@@ -111,6 +120,11 @@ def search(tenant_id: str | None, f: TransactionFilters, limit: int, cursor: str
 
 def wallet_transactions(wallet_id: str, tenant_id: str | None, f: TransactionFilters, limit: int,
                         cursor: str | None) -> dict:
-    """A page of a wallet's transactions matching every filter, newest first in the wallet's version order."""
-    return _page(wallet_statement(wallet_id, tenant_id, f, limit, cursor), limit,
+    """A page of a wallet's transactions: in the wallet's version order, or with filters as search() finds them.
+
+    The cursor must be of that order (`is_filtered` tells which): the API refuses one of the other.
+    """
+    if is_filtered(f):
+        return search(tenant_id, replace(f, wallet_id=wallet_id), limit, cursor)
+    return _page(wallet_statement(wallet_id, tenant_id, limit, cursor), limit,
                  lambda r: cursors.TRANSACTIONS.encode(r["wallet_version"]))

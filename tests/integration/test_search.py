@@ -1,7 +1,9 @@
 """Transaction search: GET /transactions (tenant-wide) and the filters of GET /wallets/{id}/transactions.
 
 One small ledger is made through the real stack, then every answer is checked
-against the same filter applied by hand to the wallets' full lists.
+against the same filter applied by hand to the wallets' full lists. With
+filters, a wallet's list is the search narrowed to the wallet (newest first by
+created_at, then id); without, it keeps the wallet's version order.
 """
 from __future__ import annotations
 
@@ -114,7 +116,7 @@ def test_each_filter_and_their_combinations_within_a_wallet(client, ledger, quer
     found = client.get(f"/transactions?{urlencode({'wallet_id': a, 'limit': 500, **query})}").get_json()["items"]
     assert ids(found) == ids(expected)
     per_wallet = client.get(f"/wallets/{a}/transactions?{urlencode({'limit': 500, **query})}").get_json()["items"]
-    assert ids(per_wallet) == ids([t for t in ledger["lists"][a] if keep(t)])  # the wallet's own order
+    assert per_wallet == found
 
 
 def test_reference_is_an_exact_match_across_the_tenant(client, ledger):
@@ -140,7 +142,7 @@ def test_from_is_inclusive_and_to_exclusive(client, ledger):
     found = client.get(f"/transactions?{urlencode({'wallet_id': a, 'from': start, 'to': end})}").get_json()["items"]
     assert ids(found) == ids(expected)
     per_wallet = client.get(f"/wallets/{a}/transactions?{urlencode({'from': start, 'to': end})}").get_json()
-    assert sorted(ids(per_wallet["items"])) == sorted(ids(expected))
+    assert ids(per_wallet["items"]) == ids(expected)
     offset = at(start).astimezone(timezone(timedelta(hours=-3, minutes=-30))).isoformat()  # the same instant
     again = client.get(f"/transactions?{urlencode({'wallet_id': a, 'from': offset, 'to': end})}").get_json()
     assert ids(again["items"]) == ids(expected)
@@ -159,7 +161,7 @@ def test_cursor_pages_with_filters_are_complete_and_disjoint(client, ledger):
     page_refs = pages(client, "/transactions", reference=f"page-{tag}", min_amount="2", limit=3)
     assert [t["amount"] for p in page_refs for t in p] == ["7.00", "6.00", "5.00", "4.00", "3.00", "2.00"]
     own = pages(client, f"/wallets/{a}/transactions", type="TRANSFER", limit=2)
-    assert [t["id"] for p in own for t in p] == ids([t for t in ledger["lists"][a] if t["type"] == "TRANSFER"])
+    assert [t["id"] for p in own for t in p] == ids(transfers)
     start = involving(ledger, a)[-3]["created_at"]
     window = pages(client, "/transactions", wallet_id=a, limit=4, **{"from": start})
     assert [t["id"] for p in window for t in p] == ids(involving(ledger, a)[:-2])
@@ -175,14 +177,19 @@ def test_without_filters_the_tenant_list_is_newest_first_and_pages_join_up(clien
     assert all(t["created_at"] for t in whole["items"])
 
 
-def test_a_wallet_list_keeps_its_cursor_and_order_with_or_without_filters(client, ledger):
+def test_a_wallet_list_without_filters_keeps_its_version_order_and_cursor(client, ledger):
     b = ledger["b"]
     plain = client.get(f"/wallets/{b}/transactions?limit=2").get_json()
-    assert plain["next_cursor"].isdigit()
+    assert plain["next_cursor"].isdigit()  # the version of the page's last transaction
     rest = client.get(f"/wallets/{b}/transactions?limit=500&cursor={plain['next_cursor']}").get_json()["items"]
     assert ids(plain["items"] + rest) == ids(ledger["lists"][b])
-    filtered = client.get(f"/wallets/{b}/transactions?type=FUND&cursor={plain['next_cursor']}").get_json()
-    assert ids(filtered["items"]) == ids([t for t in rest if t["type"] == "FUND"])
+    assert sorted(ids(ledger["lists"][b])) == sorted(ids(involving(ledger, b)))
+    filtered = client.get(f"/wallets/{b}/transactions?type=FUND,TRANSFER,REVERSAL&limit=2").get_json()
+    assert "." in filtered["next_cursor"]  # created_at.id, as GET /transactions
+    for query, cursor in ((f"type=FUND&cursor={plain['next_cursor']}", "without"),
+                          (f"cursor={filtered['next_cursor']}", "with")):
+        body = assert_problem(client.get(f"/wallets/{b}/transactions?{query}"), 422, "VALIDATION_FAILED")
+        assert list(body["errors"]) == ["cursor"] and f"list {cursor} filters" in body["errors"]["cursor"][0]
 
 
 # ------------------------------------------------------------------------------------------------------ tenants
@@ -222,7 +229,8 @@ def test_invalid_search_parameters_are_422_keyed_by_parameter(client, query, fie
 
 @pytest.mark.parametrize("query, field", [
     ("wallet_id=00000000-0000-0000-0000-000000000000", "wallet_id"),  # the path names the wallet
-    (f"cursor=1.{'0' * 32}", "cursor"), ("type=TRANSFER;FUND", "type"), ("min_amount=.5", "min_amount"),
+    (f"cursor=1.{'0' * 32}", "cursor"), ("type=FUND&cursor=12", "cursor"), ("cursor=1.2", "cursor"),
+    ("type=TRANSFER;FUND", "type"), ("min_amount=.5", "min_amount"),
     ("from=2026-01-02T01:00:00%2B01:00&to=2026-01-01T23:59:59Z", "from"),
 ])
 def test_invalid_wallet_list_parameters_are_422_keyed_by_parameter(client, ledger, query, field):
