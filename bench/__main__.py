@@ -3,12 +3,15 @@
 Starts its own stack (state in .dev/bench, free ports, a fresh database and
 topic; embedded PostgreSQL/Redis/Kafka unless --database-url/--redis-url/--kafka
 or the usual env vars are given) or drives a running one (--use-running URL),
-then runs the scenarios of issue 7 (and pgbench and bulk, issue 16) and writes bench-results/<timestamp>/:
+then runs the scenarios of issue 7 (and pgbench and bulk, issue 16, and search, issue 19) and writes
+bench-results/<timestamp>/:
 results.json (every figure), throughput.png, latency.png, history_lag.png,
 memory.png, raw/ (per-request samples), logs/, and with --profile profile/
 (py-spy flame graphs, speedscope files, SQL statement counts, analysis.md).
 
-    python -m bench                          # ceiling, uniform, hot, half_load, pgbench, bulk, drain (20 s each)
+    python -m bench                          # ceiling, uniform, hot, half_load, pgbench, bulk, drain (20 s each),
+                                             # search (1M transactions)
+    python -m bench --scenarios search       # PostgreSQL only: no API, worker or Kafka is started
     python -m bench --scenarios uniform,pgbench,bulk --duration 30
     python -m bench --scenarios bulk --bulk-memory 1000000   # RSS of every process over 1M batched commands
     python -m bench --duration 60 --memory 100000
@@ -29,7 +32,8 @@ from pathlib import Path
 from bench import report
 from bench.stack import REPO, Stack, StackOptions
 
-DEFAULT_SCENARIOS = ("ceiling", "uniform", "webhooks", "hot", "half_load", "pgbench", "bulk", "drain")
+DEFAULT_SCENARIOS = ("ceiling", "uniform", "webhooks", "hot", "half_load", "pgbench", "bulk", "drain", "search")
+DATABASE_ONLY = {"search"}  # scenarios that need PostgreSQL and none of the stack's processes
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -63,6 +67,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--bulk-memory", type=int, default=0, metavar="N",
                    help="also submit N commands through batches in a row, RSS of every process over time "
                         "(the target run is 1000000)")
+    p.add_argument("--search-transactions", type=int, default=1_000_000,
+                   help="transactions loaded for the search scenario (default 1,000,000)")
+    p.add_argument("--search-iterations", type=int, default=200, help="calls per search case (default 200)")
     p.add_argument("--api-workers", type=int, default=int(os.environ.get("GUNICORN_WORKERS", 2)))
     p.add_argument("--api-threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", 8)))
     p.add_argument("--celery-workers", type=int, default=int(os.environ.get("WORKERS", 4)),
@@ -102,7 +109,7 @@ def main(argv=None) -> int:
         beat=not args.no_beat, rate_limit=args.rate_limit, database_url=args.database_url, redis_url=args.redis_url,
         kafka=args.kafka, use_running=args.use_running, token=args.token,
         count_sql_dir=(out / "profile" / "sqlcount") if args.profile else None, keep_db=args.keep_db,
-        log_level=args.log_level,
+        log_level=args.log_level, database_only=set(scenarios) <= DATABASE_ONLY,
     )
     results: dict = {
         "run_id": run_id, "started": datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:],
@@ -118,14 +125,19 @@ def main(argv=None) -> int:
     try:
         t = time.monotonic()
         stack.start()
-        say(f"stack up in {time.monotonic() - t:.1f}s: API {stack.api_url}, {args.api_workers}×{args.api_threads} "
-            f"gunicorn gthread, {args.celery_workers} Celery pool processes")
+        if opts.database_only:
+            say(f"PostgreSQL up in {time.monotonic() - t:.1f}s (no process of the stack: {', '.join(scenarios)} "
+                "needs none)")
+        else:
+            say(f"stack up in {time.monotonic() - t:.1f}s: API {stack.api_url}, {args.api_workers}×"
+                f"{args.api_threads} gunicorn gthread, {args.celery_workers} Celery pool processes")
         from bench.procstats import Sampler
         from bench.scenarios import Runner
 
         sampler = Sampler(stack.roots, pg_conn_factory=stack.pg, postmaster=stack.postmaster).start()
         runner = Runner(stack, sampler, out, run_id, clients=args.clients, progress=not args.no_progress)
-        runner.setup_wallets(args.wallets)
+        if not opts.database_only:
+            runner.setup_wallets(args.wallets)
         sc = results["scenarios"]
         # The ceiling is the median of three no-op drains (~10 s each) taken around the load scenarios: one drain
         # moved ±10 % between runs on a shared 2-core VM, and the machine's slow spells come and go within a run.
@@ -233,6 +245,11 @@ def main(argv=None) -> int:
         if args.bulk_memory:
             fresh_topic("bulk_memory")
             results["bulk_memory"] = bulk_runner.memory(args.bulk_memory, args.warmup)
+        if "search" in scenarios:
+            from bench import search
+
+            results["search"] = search.run(stack.env["DATABASE_URL"], run_id, out, args.search_transactions,
+                                           args.search_iterations, keep_db=args.keep_db, say=say)
         if stack.procs:
             results["audit"] = runner.audit()
         results["machine"]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]

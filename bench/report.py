@@ -1,4 +1,4 @@
-"""The printed table, the targets of issue 7 with pass/fail, and the PNG plots."""
+"""The printed table, the targets of issues 7, 16 and 19 with pass/fail, and the PNG plots."""
 from __future__ import annotations
 
 import math
@@ -57,6 +57,9 @@ def targets(results: dict) -> list[dict]:
         add(f"reproducible vs {results.get('compared_with')} (worst ratio change)", round(worst, 3), "≤ 0.15",
             worst <= 0.15)
     out += bulk_targets(results)
+    from bench import search
+
+    out += search.targets(results)
     return out
 
 
@@ -190,6 +193,9 @@ def table(results: dict) -> str:
                      f"{fig['drained_per_s']:.0f} jobs/s ({fig['drain_s']:.1f} s, {fig['attempts_per_command']} "
                      f"attempts per command, {cpu:.2f} ms CPU per command)")
     lines += bulk_lines(results)
+    from bench import search
+
+    lines += search.lines(results)
     lines.append("")
     code = results.get("code", {})
     m = results.get("machine", {})
@@ -197,7 +203,8 @@ def table(results: dict) -> str:
                  f"{m.get('cpus')} CPUs, load average before {m.get('load_avg_before')} after {m.get('load_avg_after')}"
                  + ("; THE CHECKOUT CHANGED DURING THE RUN" if results.get("code_changed_during_run") else ""))
     lines.append("")
-    for issue, title in ((7, "Targets (issue 7):"), (16, "Targets (issue 16, bulk submissions):")):
+    for issue, title in ((7, "Targets (issue 7):"), (16, "Targets (issue 16, bulk submissions):"),
+                         (19, "Targets (issue 19, search):")):
         chosen = [t for t in results.get("targets", []) if t.get("issue", 7) == issue]
         if issue == 7 or chosen:
             lines.append(title)

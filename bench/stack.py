@@ -40,6 +40,7 @@ class StackOptions:
     count_sql_dir: Path | None = None  # count SQL statements per process (sitecustomize)
     keep_db: bool = False
     log_level: str = "info"  # as the Procfile runs them: per-job log lines cost CPU too
+    database_only: bool = False  # PostgreSQL and the run's database, no process of the stack (--scenarios search)
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -89,11 +90,17 @@ class Stack:
                                    ("REDIS_URL", o.redis_url or os.environ.get("REDIS_URL")),
                                    ("KAFKA_BOOTSTRAP_SERVERS", o.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")))
                  if v}
+        if o.database_only:  # the other URLs count as given, so EmbeddedServices starts PostgreSQL only
+            given = {"DATABASE_URL": given.get("DATABASE_URL", ""), "REDIS_URL": "unused",
+                     "KAFKA_BOOTSTRAP_SERVERS": "unused"}
         self.services = EmbeddedServices(o.state_dir, env=given, redis_port=None, kafka_port=None)
         svc_env = self.services.start()
         self.postmaster = self.services.pids().get("postgres")
         self._base_db_url = svc_env["DATABASE_URL"]
         db_url = self._fresh_database(svc_env["DATABASE_URL"], f"bench_{o.run_id}")
+        if o.database_only:
+            self.env = {**os.environ, "DATABASE_URL": db_url}
+            return self
         redis_url = svc_env["REDIS_URL"]
         if "redis" in self.services.started:
             import redis

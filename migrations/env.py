@@ -30,6 +30,9 @@ def run_migrations_online() -> None:
     with connectable.connect() as connection:
         # One migrator at a time: several processes may start together.
         connection.exec_driver_sql("SELECT pg_advisory_lock(72707269)")
+        # The lock is the session's; ending the transaction it began lets Alembic begin its own, which a
+        # migration building indexes CONCURRENTLY (0016) can leave for its autocommit_block().
+        connection.commit()
         context.configure(connection=connection, target_metadata=target_metadata)
         with context.begin_transaction():
             context.run_migrations()

@@ -4,9 +4,10 @@ The OpenAPI documents are exactly as strict as the server for every request
 taken alone. A few requests that match the schema are still refused with 422,
 because the rule depends on state the schema cannot see: the currency of the
 wallet an amount moves, what is left of a hold or a transaction, a second field
-(`from` after `to`, a transfer to its own source), the clock, or an earlier
-request (an Idempotency-Key reused with another body). api-contract.md
-prescribes 422 for each of them.
+(`from` after `to`, `min_amount` above `max_amount`, a cursor of a wallet's
+list without filters sent with filters or the reverse, a transfer to its own
+source), the clock, or an earlier request (an Idempotency-Key reused with
+another body). api-contract.md prescribes 422 for each of them.
 
 schemathesis.toml therefore lets `positive_data_acceptance` see 422, and
 `state_rule_rejection` below fails every schema-valid request refused with a
@@ -32,6 +33,8 @@ STATE_RULES: dict[str, tuple[str, ...]] = {
     "transaction_id": ("cannot be reversed",),
     "as_of": ("must not be in the future", "must not be before the wallet was created"),
     "from": ("must not be after 'to'",),
+    "min_amount": ("must not be more than 'max_amount'",),
+    "cursor": ("it cannot continue this one",),  # a wallet's list with filters and without have two orders
     "to": ("must not be before from",),
 }
 # An Idempotency-Key reused with another body (an earlier request); a webhook URL whose host resolves to an

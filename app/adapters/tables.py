@@ -125,6 +125,15 @@ journal_entries = Table(
     CheckConstraint("reversed_amount >= 0 AND reversed_amount <= amount", name="reversal_within_amount"),
     Index("ix_journal_entries_metadata", "metadata", postgresql_using="gin",
           postgresql_ops={"metadata": "jsonb_path_ops"}),  # metadata[KEY]=VALUE filters (containment)
+    # Search (migration 0016, app/services/transaction_search.py): each filter reads an index in the list's
+    # order, newest first by (created_at, id), so a page stops after `limit` rows.
+    Index(None, "tenant_id", "created_at", "id"),  # no filter, from/to, and filters that match many
+    Index(None, "tenant_id", "type", "created_at", "id"),
+    Index(None, "tenant_id", "reference", "created_at", "id", postgresql_where=text("reference IS NOT NULL")),
+    Index(None, "tenant_id", "amount", "created_at", "id"),  # min_amount/max_amount that match few
+    Index(None, "wallet_id", "created_at", "id"),  # wallet_id: the wallet's side ...
+    Index(None, "counterparty_wallet_id", "created_at", "id",  # ... and its counterparty's side
+          postgresql_where=text("counterparty_wallet_id IS NOT NULL")),
 )
 
 holds = Table(

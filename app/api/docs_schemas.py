@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
+from app.domain.ledger import TRANSACTION_TYPES
+
 MONEY = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "example": "100.00"}
 # A balance: below zero when the wallet uses its overdraft limit.
 BALANCE = {**MONEY, "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}
@@ -42,7 +44,7 @@ class WalletOut(Schema):
 
 class TransactionOut(Schema):
     id = fields.UUID(required=True)
-    type = fields.String(required=True, metadata={"enum": ["FUND", "TRANSFER", "WITHDRAWAL", "CAPTURE", "REVERSAL"]})
+    type = fields.String(required=True, metadata={"enum": sorted(TRANSACTION_TYPES)})
     amount = money(required=True)
     currency = fields.String(required=True)
     wallet_id = fields.UUID(required=True)

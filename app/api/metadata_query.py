@@ -25,12 +25,16 @@ PARAMETER = {
 }
 
 
+def is_metadata_param(name: str) -> bool:
+    return name == "metadata" or name.startswith("metadata[")
+
+
 def metadata_filter(args: MultiDict) -> tuple[dict[str, str], list[str]]:
     """The pairs asked for and the problems with them (empty when valid)."""
     pairs: dict[str, str] = {}
     problems: list[str] = []
     for name, values in args.lists():
-        if name != "metadata" and not name.startswith("metadata["):
+        if not is_metadata_param(name):
             continue
         match = _PARAM.match(name)
         if match is None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from app.api import docs_schemas as out
+from app.api import metadata_query
 from app.api import schemas as body
 from app.api.openapi import Operation
 
@@ -20,12 +21,21 @@ OPERATIONS: dict[str, Operation] = {
                                     etag=True),
     "wallets.list_user_wallets": Operation("List a user's wallets, newest first", response=out.WalletList,
                                            query=body.UserWalletsQuerySchema),
-    "wallets.list_transactions": Operation("List a wallet's transactions, newest first",
-                                           response=out.TransactionList, query=body.TransactionsQuerySchema),
-    "wallets.freeze": Operation("Freeze a wallet: no money moves in or out", body=body.FreezeSchema, command=True, if_match=True),
-    "wallets.unfreeze": Operation("Unfreeze a wallet", body=body.EmptySchema, command=True, if_match=True),
-    "wallets.close": Operation("Close an empty wallet, for good", body=body.EmptySchema, command=True, if_match=True),
-    "wallets.set_limits": Operation("Replace a wallet's debit limits", body=body.LimitsSchema, command=True, if_match=True),
+    "wallets.list_transactions": Operation(
+        "List or search a wallet's transactions, newest first", response=out.TransactionList,
+        query=body.TransactionsQuerySchema, extra_params=(metadata_query.PARAMETER,),
+        description="Without filters: newest first in the wallet's own order, by version (cursor: the version). "
+                    "With filters (they combine with AND): what `GET /transactions?wallet_id=` finds, newest first "
+                    "by `created_at`, then `id` (cursor: `<created_at µs>.<id hex>`); a cursor of the other order "
+                    "is 422. 422 too when `from` is after `to` or `min_amount` is more than `max_amount`."),
+    "wallets.freeze": Operation("Freeze a wallet: no money moves in or out", body=body.FreezeSchema, command=True,
+                                if_match=True),
+    "wallets.unfreeze": Operation("Unfreeze a wallet", body=body.EmptySchema, command=True,
+                                  if_match=True),
+    "wallets.close": Operation("Close an empty wallet, for good", body=body.EmptySchema, command=True,
+                               if_match=True),
+    "wallets.set_limits": Operation("Replace a wallet's debit limits", body=body.LimitsSchema, command=True,
+                                    if_match=True),
     "wallets.balance": Operation("Balance and available balance, now or as of a past instant",
                                  response=out.BalanceOut, query=body.BalanceQuerySchema),
     "wallets.statement": Operation("Statement: opening and closing balance and the transactions between",
@@ -41,6 +51,12 @@ OPERATIONS: dict[str, Operation] = {
     "holds.capture_hold": Operation("Capture a hold, in full or in part, to a wallet or out",
                                     body=body.CaptureHoldSchema, command=True),
     "holds.void_hold": Operation("Void a hold", body=body.EmptySchema, command=True),
+    "transactions.search_transactions": Operation(
+        "Search the tenant's transactions, newest first", response=out.TransactionList,
+        query=body.TransactionSearchQuerySchema, extra_params=(metadata_query.PARAMETER,),
+        description="Newest first by `created_at`, then `id`. Filters combine with AND; `wallet_id` matches a "
+                    "transaction the wallet takes part in, as its wallet or its counterparty. 422 when `from` is "
+                    "after `to` or `min_amount` is more than `max_amount`."),
     "transactions.get_transaction": Operation("Read a transaction", response=out.TransactionOut),
     "transactions.reverse": Operation("Reverse all or part of a transaction", body=body.ReverseSchema,
                                       command=True),

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 
 from flask import request
+from marshmallow import ValidationError
 
 from app.api.context import current_tenant
+from app.api.metadata_query import is_metadata_param, metadata_filter
 from app.api.problems import ApiError, validation_failed
 from app.api.schemas import PRINTABLE, load
 from app.domain.errors import InvalidAmount
 from app.domain.money import parse_amount
-from app.services import queries
+from app.services import cursors, queries
 
 
 def _is_uuid(value: str) -> bool:
@@ -75,3 +78,24 @@ def amount_in(currency: str, value: str | None, field: str = "amount", allow_zer
 
 def query_args(schema_class) -> dict:
     return load(schema_class, request.args.to_dict())
+
+
+def search_args(schema_class) -> dict:
+    """A transaction search's query string: the schema's parameters, and `metadata[KEY]=VALUE` pairs (which no
+    marshmallow schema states) added to its filters; every problem of either is one 422."""
+    errors: dict = {}
+    loaded: dict = {}
+    try:
+        loaded = load(schema_class, {k: v for k, v in request.args.to_dict().items() if not is_metadata_param(k)})
+    except ValidationError as e:
+        errors.update(e.messages if isinstance(e.messages, dict) else {"_schema": e.messages})
+    pairs, problems = metadata_filter(request.args)
+    if problems:
+        errors["metadata"] = problems
+    elif pairs and loaded.get("cursor") and cursors.TRANSACTIONS.matches(loaded["cursor"]):
+        errors["cursor"] = ["is a cursor of the list without filters; it cannot continue this one: ask for the "
+                            "first page again"]
+    if errors:
+        raise ValidationError(errors)
+    loaded["filters"] = replace(loaded["filters"], metadata=tuple(sorted(pairs.items())))
+    return loaded

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from app.domain import metadata as md
 from app.domain.errors import InvalidAmount
 from app.domain.holds import DEFAULT_EXPIRES_IN_SECONDS, MAX_EXPIRES_IN_SECONDS
+from app.domain.ledger import TRANSACTION_TYPES
 from app.domain.webhooks import MAX_URL_LENGTH, URL_PATTERN
 from app.domain.money import CURRENCY_EXPONENTS, SUPPORTED_CURRENCIES, parse_amount
 from app.services import cursors
+from app.services.transaction_search import TransactionFilters
 from app.services.webhooks import NOTIFICATION_TYPES
 
 PRINTABLE = re.compile(r"[\x20-\x7e]+")
@@ -111,10 +114,11 @@ class TransferSchema(Schema):
     reference = Reference()
 
 
-def cursor_field(cursor_format: cursors.CursorFormat) -> fields.String:
-    """An optional `cursor` of one list: its pattern is the whole rule (app/services/cursors.py)."""
-    return fields.String(validate=validate.Regexp(cursor_format.pattern, error=cursors.MALFORMED),
-                         metadata={"description": "next_cursor of the previous page (opaque)"})
+def cursor_field(*cursor_formats: cursors.CursorFormat) -> fields.String:
+    """An optional `cursor` of one list (of any of its orders): the pattern is the whole rule (app/services/cursors.py)."""
+    pattern = cursors.any_of(*cursor_formats)
+    return fields.String(validate=validate.Regexp(pattern, error=cursors.MALFORMED),
+                         metadata={"description": "next_cursor of the previous page (opaque)", "pattern": pattern})
 
 
 class PageQuerySchema(Schema):
@@ -125,8 +129,86 @@ class UserWalletsQuerySchema(PageQuerySchema):
     cursor = cursor_field(cursors.USER_WALLETS)
 
 
-class TransactionsQuerySchema(PageQuerySchema):
-    cursor = cursor_field(cursors.TRANSACTIONS)
+_ONE_TYPE = "(" + "|".join(sorted(TRANSACTION_TYPES)) + ")"
+TYPES_PATTERN = f"^{_ONE_TYPE}(,{_ONE_TYPE})*$"  # exactly what `Types` accepts: no spaces, no empty item
+
+
+class Types(fields.String):
+    """One or more transaction types, comma-separated (`FUND,TRANSFER`), loaded as a sorted tuple."""
+
+    def __init__(self, **kwargs):
+        super().__init__(metadata={"pattern": TYPES_PATTERN, "description": "only transactions of these types, "
+                                   "comma-separated, e.g. FUND,TRANSFER"}, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not re.fullmatch(TYPES_PATTERN, text):
+            raise ValidationError(f"must be one or more of {', '.join(sorted(TRANSACTION_TYPES))}, comma-separated")
+        return tuple(sorted(set(text.split(","))))
+
+
+class TransactionFiltersSchema(PageQuerySchema):
+    """The filters of a transaction search (api-contract.md, "Metadata, search and preconditions")."""
+
+    type = Types()
+    reference = fields.String(validate=[validate.Length(max=255), storable_text],
+                              metadata={"pattern": TEXT_PATTERN, "description": "exact match"})
+    min_amount = Amount(metadata={"description": "at least this amount (inclusive), as a decimal string"})
+    max_amount = Amount(metadata={"description": "at most this amount (inclusive), as a decimal string"})
+    from_ = fields.AwareDateTime(format="iso", data_key="from",
+                                 metadata={"description": "created at or after this instant (RFC 3339)"})
+    to = fields.AwareDateTime(format="iso", metadata={"description": "created before this instant (RFC 3339)"})
+
+    @validates_schema
+    def _bounds_in_order(self, data, **kwargs):
+        errors = {}
+        if "from_" in data and "to" in data and data["from_"] > data["to"]:
+            errors["from"] = ["must not be after 'to'"]
+        if "min_amount" in data and "max_amount" in data and Decimal(data["min_amount"]) > Decimal(data["max_amount"]):
+            errors["min_amount"] = ["must not be more than 'max_amount'"]
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def _as_filters(self, data, **kwargs) -> dict:
+        """{"limit", "cursor", "filters": TransactionFilters}."""
+        def amount(name):
+            return Decimal(data[name]) if name in data else None
+
+        wallet_id = data.get("wallet_id")
+        filters = TransactionFilters(
+            wallet_id=None if wallet_id is None else str(wallet_id), types=data.get("type", ()),
+            reference=data.get("reference"), min_amount=amount("min_amount"), max_amount=amount("max_amount"),
+            since=data.get("from_"), until=data.get("to"))
+        return {"limit": data["limit"], "cursor": data.get("cursor"), "filters": filters}
+
+
+_FILTERS = ("type", "reference", "min_amount", "max_amount", "from_", "to")
+_OTHER_ORDER = "is a cursor of the list {}; it cannot continue this one: ask for the first page again"
+
+
+class TransactionsQuerySchema(TransactionFiltersSchema):
+    """GET /wallets/{id}/transactions: by the wallet's version without filters, a search narrowed to it with."""
+
+    cursor = cursor_field(cursors.TRANSACTIONS, cursors.TRANSACTION_SEARCH)
+
+    @validates_schema
+    def _cursor_of_this_order(self, data, **kwargs):
+        if "cursor" not in data:
+            return
+        filtered = any(name in data for name in _FILTERS)
+        if filtered and cursors.TRANSACTIONS.matches(data["cursor"]):
+            raise ValidationError({"cursor": [_OTHER_ORDER.format("without filters")]})
+        if not filtered and cursors.TRANSACTION_SEARCH.matches(data["cursor"]):
+            raise ValidationError({"cursor": [_OTHER_ORDER.format("with filters")]})
+
+
+class TransactionSearchQuerySchema(TransactionFiltersSchema):
+    """GET /transactions: the tenant's transactions, newest first by creation."""
+
+    wallet_id = fields.UUID(metadata={"description": "only transactions this wallet takes part in (as the wallet "
+                                                     "or the counterparty)"})
+    cursor = cursor_field(cursors.TRANSACTION_SEARCH)
 
 
 _INSTANCES: dict[type[Schema], Schema] = {}

@@ -1,18 +1,25 @@
-"""Transaction routes: read one, reverse one."""
+"""Transaction routes: search, read one, reverse one."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
 from app.api.commands import accept
-from app.api.context import json_body
+from app.api.context import current_tenant, json_body
 from app.api.problems import validation_failed
-from app.api.resources import amount_in, require_transaction
-from app.api.schemas import ReverseSchema, load
+from app.api.resources import amount_in, require_transaction, search_args
+from app.api.schemas import ReverseSchema, TransactionSearchQuerySchema, load
 from app.domain import commands
 from app.domain.ledger import REVERSIBLE_TYPES
+from app.services import transaction_search
 from app.services.views import transaction_view
 
 bp = Blueprint("transactions", __name__)
+
+
+@bp.get("/transactions")
+def search_transactions():
+    args = search_args(TransactionSearchQuerySchema)
+    return jsonify(transaction_search.search(current_tenant(), args["filters"], args["limit"], args["cursor"]))
 
 
 @bp.get("/transactions/<transaction_id>")

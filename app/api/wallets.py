@@ -9,13 +9,13 @@ from flask import Blueprint, jsonify
 from app.api.commands import accept
 from app.api.context import current_tenant, json_body
 from app.api.problems import validation_failed
-from app.api.resources import amount_in, query_args, require_wallet, user_id_in_path
+from app.api.resources import amount_in, query_args, require_wallet, search_args, user_id_in_path
 from app.api.schemas import (
     BalanceQuerySchema, CreateWalletSchema, EmptySchema, FreezeSchema, LimitsSchema, StatementQuerySchema,
     TransactionsQuerySchema, UserWalletsQuerySchema, load,
 )
 from app.domain import commands
-from app.services import queries
+from app.services import queries, transaction_search
 from app.services.views import timestamp, wallet_view
 
 bp = Blueprint("wallets", __name__)
@@ -45,9 +45,10 @@ def list_user_wallets(user_id: str):
 
 @bp.get("/wallets/<wallet_id>/transactions")
 def list_transactions(wallet_id: str):
-    args = query_args(TransactionsQuerySchema)
-    require_wallet(wallet_id)
-    return jsonify(queries.list_transactions(wallet_id, args["limit"], args.get("cursor")))
+    args = search_args(TransactionsQuerySchema)
+    wallet = require_wallet(wallet_id)
+    return jsonify(transaction_search.wallet_transactions(str(wallet["id"]), current_tenant(), args["filters"],
+                                                          args["limit"], args["cursor"]))
 
 
 @bp.post("/wallets/<wallet_id>/freeze")

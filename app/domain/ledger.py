@@ -286,6 +286,7 @@ def reverse(original: "OriginalEntry", wallets: dict[str, Wallet], amount: Decim
     )
 
 
+TRANSACTION_TYPES = frozenset({"FUND", "TRANSFER", "WITHDRAWAL", "CAPTURE", "REVERSAL"})  # every Entry.type
 REVERSIBLE_TYPES = frozenset({"FUND", "TRANSFER", "WITHDRAWAL", "CAPTURE"})
 
 

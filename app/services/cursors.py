@@ -36,10 +36,20 @@ class CursorFormat:
     def encode(self, *values) -> str:
         return ".".join(_encode(kind, value) for kind, value in zip(self.kinds, values, strict=True))
 
+    def matches(self, text: str) -> bool:
+        return re.fullmatch(self.pattern, text) is not None
+
     def decode(self, text: str) -> tuple:
         if not re.fullmatch(self.pattern, text):
             raise InvalidCursor(MALFORMED)
         return tuple(_decode(kind, part) for kind, part in zip(self.kinds, text.split("."), strict=True))
+
+
+def any_of(*formats: CursorFormat) -> str:
+    """The pattern of a list whose cursor may be of any of these formats (one per order it can be read in)."""
+    if len(formats) == 1:
+        return formats[0].pattern
+    return "^(" + "|".join(f.pattern[1:-1] for f in formats) + ")$"
 
 
 def _encode(kind: str, value) -> str:
@@ -59,7 +69,8 @@ def _decode(kind: str, part: str):
 
 
 USER_WALLETS = CursorFormat(("time", "uuid"))  # created_at, id
-TRANSACTIONS = CursorFormat(("int",))  # the wallet's version
+TRANSACTIONS = CursorFormat(("int",))  # the wallet's version (a wallet's transactions without filters)
+TRANSACTION_SEARCH = CursorFormat(("time", "uuid"))  # created_at, id (a search, a wallet's transactions with filters)
 BATCH_JOBS = CursorFormat(("int",))  # the job's index in its batch
 WALLET_HISTORY = CursorFormat(("int", "uuid"))  # wallet_version, event_id
 USER_ACTIVITY = CursorFormat(("time", "uuid", "uuid"))  # occurred_at, event_id, wallet_id

@@ -72,25 +72,6 @@ def list_user_wallets(user_id: str, tenant_id: str | None, limit: int, cursor: s
     return {"items": [wallet_view(r) for r in items], "next_cursor": next_cursor}
 
 
-def list_transactions(wallet_id: str, limit: int, cursor: str | None) -> dict:
-    """A wallet's transactions, newest first, in the wallet's own version order."""
-    params = {"wallet": wallet_id, "limit": limit + 1}
-    after = ""
-    if cursor:
-        (version,) = cursors.TRANSACTIONS.decode(cursor)
-        after = " AND p.wallet_version < :version"
-        params["version"] = version
-    with engine().connect() as conn:
-        rows = conn.execute(text(
-            "SELECT p.wallet_version, e.* FROM postings p JOIN journal_entries e ON e.id = p.entry_id"
-            " WHERE p.wallet_id = CAST(:wallet AS uuid)" + after
-            + " ORDER BY p.wallet_version DESC LIMIT :limit"), params).mappings().all()
-    items, next_cursor = rows[:limit], None
-    if len(rows) > limit:
-        next_cursor = cursors.TRANSACTIONS.encode(items[-1]["wallet_version"])
-    return {"items": [transaction_view(r) for r in items], "next_cursor": next_cursor}
-
-
 def get_job(job_id: str, tenant_id: str | None) -> dict | None:
     with engine().connect() as conn:
         row = conn.execute(text(f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = CAST(:id AS uuid)"

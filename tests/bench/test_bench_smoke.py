@@ -22,7 +22,8 @@ def test_bench_smoke(tmp_path):
                         "WALLET_API_KEYS")}
     cmd = [sys.executable, "-m", "bench", "--duration", "2", "--warmup", "0.5", "--ceiling-tasks", "200",
            "--wallets", "20", "--memory", "150",
-           "--drain-commands", "60", "--drain-workers", "1,2", "--no-beat", "--no-progress", "--out", str(tmp_path)]
+           "--drain-commands", "60", "--drain-workers", "1,2", "--search-transactions", "20000",
+           "--search-iterations", "3", "--no-beat", "--no-progress", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
@@ -65,6 +66,11 @@ def test_bench_smoke(tmp_path):
     assert any(n.startswith("uniform: completed/s") for n in names)
     assert any(n.startswith("half load: completion latency") for n in names)
     assert all(isinstance(t["pass"], bool) for t in results["targets"])
+    search = results["search"]
+    assert search["load"]["rows"]["journal_entries"] == 20000 and not search["kept"]
+    assert all(c["iterations"] == 3 and c["p99_ms"] > 0 for c in search["cases"].values())
+    assert any(t["issue"] == 19 for t in results["targets"])
+    assert (run_dir / "search_plans.md").stat().st_size > 1000
     for png in ("throughput.png", "latency.png", "history_lag.png", "memory.png"):
         assert (run_dir / png).stat().st_size > 1000, png
     assert "Targets (issue 7)" in proc.stdout

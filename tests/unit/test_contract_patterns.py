@@ -14,8 +14,8 @@ from app.api.schemas import AMOUNT_OR_ZERO_PATTERN, AMOUNT_PATTERN, FundSchema, 
 from app.services import cursors
 from tests.schemathesis_hooks import is_state_rule
 
-FORMATS = [cursors.USER_WALLETS, cursors.TRANSACTIONS, cursors.BATCH_JOBS, cursors.WALLET_HISTORY,
-           cursors.USER_ACTIVITY]
+FORMATS = [cursors.USER_WALLETS, cursors.TRANSACTIONS, cursors.TRANSACTION_SEARCH, cursors.BATCH_JOBS,
+           cursors.WALLET_HISTORY, cursors.USER_ACTIVITY]
 
 
 def _accepted(amount: str) -> bool:
@@ -78,6 +78,16 @@ def test_a_cursor_round_trips_the_values_of_a_page():
     for bad in ("", "x", "1.2", "-1", "1" * 19, "eyJ2IjoxfQ", f"1.{a}"):
         with pytest.raises(cursors.InvalidCursor):
             cursors.WALLET_HISTORY.decode(bad) if bad.startswith("1.") else cursors.TRANSACTIONS.decode(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_a_cursor_of_a_list_with_two_orders_is_one_of_them(data):
+    both = (cursors.TRANSACTIONS, cursors.TRANSACTION_SEARCH)
+    text = data.draw(st.from_regex(cursors.any_of(*both), fullmatch=True))
+    assert [f.matches(text) for f in both].count(True) == 1
+    for fmt in both:
+        assert not re.fullmatch(cursors.any_of(*both), data.draw(st.from_regex(fmt.pattern, fullmatch=True)) + "x")
 
 
 def test_only_rules_that_depend_on_state_pass_the_state_rule_check():
