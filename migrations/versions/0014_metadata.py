@@ -32,7 +32,7 @@ BEGIN
                                'tenant_id', NEW.tenant_id, 'status', NEW.status, 'request_id', NEW.request_id,
                                'batch_id', NEW.batch_id,
                                'occurred_at', to_char(NEW.completed_at AT TIME ZONE 'UTC',
-                                                      'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')){metadata}),
+                                                      'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')){metadata},
             now());
     RETURN NULL;
 END $$;
