@@ -253,8 +253,9 @@ def capture(source: Wallet, hold_amount: Decimal, amount: Decimal, destination: 
         _same_currency(source, destination)
         destination.ensure_active()
     taken, balance = source.money(amount), source.money(source.balance)
-    if taken > balance:  # cannot happen while holds never exceed the balance
-        raise InsufficientFunds(f"wallet {source.id} has {balance}, needs {taken}")
+    if taken > balance + source.money(source.limits.overdraft):  # cannot happen: the hold reserved it
+        raise InsufficientFunds(f"wallet {source.id} has {balance} and an overdraft limit of "
+                                f"{source.money(source.limits.overdraft)}, needs {taken}")
     source_after = replace(source.released(hold_amount), balance=(balance - taken).amount)
     if destination is None:
         legs = (Posting(source.id, -amount, source_after), Posting(SYSTEM_WITHDRAWALS, amount))

@@ -245,7 +245,7 @@ def test_a_large_batch_runs_as_execute_batch_tasks_of_at_most_100_jobs(client):
 def test_concurrent_deliveries_of_one_chunk_apply_each_job_once():
     """Two workers handed the same chunk at once (a redelivery racing the first): each job applies once."""
     wallet = _seed_wallet("500.00")
-    items = [(commands.WITHDRAW, commands.Withdraw(wallet_id=wallet, amount=Decimal("1.00"))) for _ in range(40)]
+    items = [(commands.WITHDRAW, commands.Withdraw(wallet_id=wallet, amount=Decimal("1.00")), {}) for _ in range(40)]
     accepted, job_ids = bulk._record(False, items, "tenant-a", f"test-{uuid.uuid4()}", None, None)
     results = []
     threads = [threading.Thread(target=lambda: results.append(batch_executor.execute_chunk(job_ids)))
@@ -270,7 +270,7 @@ def _seed_wallet(amount: str) -> str:
 
 def test_a_canceled_job_of_a_batch_never_runs_and_the_batch_still_completes(client):
     wallet = _seed_wallet("10.00")
-    items = [(commands.WITHDRAW, commands.Withdraw(wallet_id=wallet, amount=Decimal("1.00"))) for _ in range(3)]
+    items = [(commands.WITHDRAW, commands.Withdraw(wallet_id=wallet, amount=Decimal("1.00")), {}) for _ in range(3)]
     accepted, job_ids = bulk._record(False, items, "tenant-a", f"test-{uuid.uuid4()}", None, None)
     assert client.post(f"/jobs/{job_ids[1]}/cancel").get_json()["status"] == "canceled"
     assert batch_executor.execute_chunk(job_ids) == {"succeeded": 2, "failed": 0, "already_final": 1}
@@ -282,7 +282,7 @@ def test_a_canceled_job_of_a_batch_never_runs_and_the_batch_still_completes(clie
 def test_jobs_of_a_batch_whose_tasks_were_lost_are_requeued_in_chunks_by_the_sweeper(beat, client):
     """The publish after the commit can be lost (Redis away): the sweeper finds the queued jobs."""
     wallet = _seed_wallet("10.00")
-    items = [(commands.FUND, commands.Fund(wallet_id=wallet, amount=Decimal("1.00"))) for _ in range(3)]
+    items = [(commands.FUND, commands.Fund(wallet_id=wallet, amount=Decimal("1.00")), {}) for _ in range(3)]
     accepted, _ = bulk._record(False, items, "tenant-a", f"test-{uuid.uuid4()}", None, None)
     atomic, _ = bulk._record(True, items, "tenant-a", f"test-{uuid.uuid4()}", None, None)
     for batch in (accepted.batch, atomic.batch):  # never published: only the sweeper can start them

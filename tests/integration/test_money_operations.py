@@ -465,7 +465,9 @@ def test_a_wallet_that_changes_between_submit_and_execution_fails_the_job_versio
     assert sorted(j["status"] for j in jobs) == ["failed", "succeeded"]
     (loser,) = [j for j in jobs if j["status"] == "failed"]
     assert loser["error"]["code"] == "VERSION_MISMATCH"
-    assert loser["attempts"] == 1  # not retried: the client asked for that exact state
+    # Not retried into success: it fails at its first read after the change (a second attempt at most, when
+    # both ran at once and it lost the optimistic check).
+    assert loser["attempts"] <= 2
     assert balance(client, a) == "99.00"
 
 

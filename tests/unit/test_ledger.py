@@ -155,6 +155,13 @@ def test_the_overdraft_limit_cannot_go_below_what_the_wallet_owes_holds_included
             w.with_limits(ledger.Limits(overdraft=Decimal(lowest) - Decimal("0.01")))
 
 
+def test_a_hold_placed_on_the_overdraft_can_be_captured_in_full():
+    w = overdrawn("10", "20")
+    wallet_after, hold = holds.place(w, "h", Decimal("30"), None, TODAY)
+    entry = ledger.capture(wallet_after, hold.amount, Decimal("30"), None)
+    assert entry.wallet_after("a").balance == Decimal("-20") and entry.wallet_after("a").held == 0
+
+
 def test_a_wallet_below_zero_cannot_close():
     with pytest.raises(WalletNotEmpty):
         overdrawn("-0.01", "1").closed()
