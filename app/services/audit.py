@@ -34,10 +34,10 @@ CHECKS: dict[str, str] = {
         SELECT j.id::text, j.type FROM jobs j LEFT JOIN journal_entries e ON e.job_id = j.id
          WHERE j.type IN ('fund', 'transfer', 'withdraw', 'capture_hold', 'reverse')
            AND ((j.status = 'succeeded') <> (e.id IS NOT NULL))""",
-    "active holds never exceed the balance": """
-        SELECT w.id::text, w.balance, sum(h.amount) AS held
+    "active holds never exceed the balance and the overdraft limit": """
+        SELECT w.id::text, w.balance, w.overdraft_limit, sum(h.amount) AS held
           FROM wallets w JOIN holds h ON h.wallet_id = w.id AND h.status = 'active' AND h.expires_at > now()
-         GROUP BY w.id, w.balance HAVING sum(h.amount) > w.balance""",
+         GROUP BY w.id, w.balance, w.overdraft_limit HAVING sum(h.amount) > w.balance + w.overdraft_limit""",
     "holds are in their wallet's currency and settled consistently": """
         SELECT h.id::text, h.status FROM holds h JOIN wallets w ON w.id = h.wallet_id
           LEFT JOIN journal_entries e ON e.hold_id = h.id

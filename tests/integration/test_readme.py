@@ -57,6 +57,7 @@ def test_the_readme_walkthrough_runs_as_printed(api_url):
     assert '"available_balance": "48.50"' in out  # 69.50 - 1.00 in the batch, with a 20.00 hold
     assert '"type": "CAPTURE"' in out and '"type": "REVERSAL"' in out
     assert '"closing_balance": "51.00"' in out  # 68.50 - 12.50 captured - 7.00 withdrawn + 2.00 reversed
+    assert '"overdraft_limit": "10.00"' in out and '"ticket": "T-7"' in out  # If-Match and metadata
 
 
 def test_gunicorn_serves_problem_json_for_malformed_requests(api_url):
