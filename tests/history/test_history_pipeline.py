@@ -73,6 +73,7 @@ def test_history_shows_both_sides_of_every_transfer_within_a_second(pipeline, cl
     for e in history_a:
         assert set(e) == {"event_id", "event_type", "wallet_id", "user_id", "amount", "balance_after",
                           "wallet_version", "transaction_id", "counterparty_wallet_id", "request_id", "batch_id", "metadata",
+                          "reference",
                           "occurred_at"}
         assert e["batch_id"] is None and e["metadata"] == {}
         assert e["occurred_at"].endswith("Z")
