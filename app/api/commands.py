@@ -42,9 +42,9 @@ def if_match(command_type: str, command) -> tuple[str, list[int]] | None:
     value = request.headers.get("If-Match")
     if value is None:
         return None
-    if not _IF_MATCH.match(value):
-        raise ApiError("VALIDATION_FAILED", 'If-Match must be "*" or entity tags such as "7"',
-                       errors={"If-Match": ['must be "*" or a comma-separated list of entity tags such as "7"']})
+    if not _IF_MATCH.match(value):  # names no entity tag: the condition cannot hold
+        raise PreconditionFailed('If-Match names no entity tag: it must be "*" or a comma-separated list of tags '
+                                 'such as "7" (the wallet\'s ETag)')
     if value.strip() == "*":
         return None
     if command_type not in WALLET_PATH_COMMANDS:

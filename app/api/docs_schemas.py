@@ -18,6 +18,11 @@ def nullable_money():
     return fields.String(allow_none=True, metadata=MONEY)
 
 
+def metadata_out():
+    return fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                       metadata={"description": "the client's metadata of the command (`{}` when none)"})
+
+
 def signed_money(**kwargs):
     return fields.String(metadata=BALANCE, **kwargs)
 
@@ -38,6 +43,7 @@ class WalletOut(Schema):
     status = fields.String(required=True, metadata={"enum": ["active", "frozen", "closed"]})
     version = fields.Integer(required=True)
     limits = fields.Nested(LimitsOut, required=True)
+    metadata = metadata_out()
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
 
@@ -53,6 +59,7 @@ class TransactionOut(Schema):
     counterparty_balance_after = signed_money(allow_none=True)
     reference = fields.String(required=True, allow_none=True)
     reverses_transaction_id = fields.UUID(required=True, allow_none=True)
+    metadata = metadata_out()
     created_at = fields.DateTime(required=True)
 
 
@@ -70,6 +77,7 @@ class HoldOut(Schema):
     status = fields.String(required=True, metadata={"enum": ["active", "captured", "voided", "expired"]})
     expires_at = fields.DateTime(required=True)
     reference = fields.String(required=True, allow_none=True)
+    metadata = metadata_out()
     created_at = fields.DateTime(required=True)
 
 
@@ -87,6 +95,7 @@ class JobOut(Schema):
                          metadata={"description": "the wallet, transaction or hold the command produced"})
     error = fields.Nested(JobError, required=True, allow_none=True)
     request_id = fields.String(required=True)
+    metadata = metadata_out()
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
     completed_at = fields.DateTime(required=True, allow_none=True)

@@ -15,7 +15,6 @@ from flask_swagger_ui import get_swaggerui_blueprint
 from marshmallow import Schema
 
 from app.api.docs_schemas import JobOut, Problem
-from app.api.patterns import IF_MATCH_PATTERN
 
 OPENAPI_VERSION = "3.0.3"
 _PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
@@ -41,7 +40,8 @@ COMMAND_HEADERS = [
 ]
 IF_MATCH_HEADER = {
     "name": "If-Match", "in": "header", "required": False,
-    "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
+    # Any value is accepted: one that names no entity tag is a condition that cannot hold (412), not a bad request.
+    "schema": {"type": "string"},
     "description": 'The wallet\'s ETag from `GET /wallets/{wallet_id}` (`"7"`: its version): the command is only '
                    "accepted if the wallet is at that version (else 412 PRECONDITION_FAILED, nothing recorded), and "
                    "its job fails VERSION_MISMATCH if the wallet changed before it ran. `*`: no condition."}
