@@ -101,10 +101,15 @@ def _load_sql(n: int) -> list[str]:
              FROM gen GROUP BY tno, i / 1000""",
         f"""INSERT INTO journal_entries (id, job_id, item, tenant_id, type, currency, amount, wallet_id,
                                         counterparty_wallet_id, balance_after, counterparty_balance_after, reference,
-                                        request_id, created_at)
+                                        request_id, metadata, created_at)
             SELECT gen_random_uuid(), md5('bench-search-job-' || tno || '-' || i / 1000)::uuid, i, tenant, type,
                    currency, amount, {wallet.format('wallet_no')}, {wallet.format('cp_no')}, amount * 7,
-                   CASE WHEN cp_no IS NOT NULL THEN amount * 3 END, reference, 'bench-search-' || i, created_at
+                   CASE WHEN cp_no IS NOT NULL THEN amount * 3 END, reference, 'bench-search-' || i,
+                   -- 30% carry metadata: a unique order id and one of three channels (10% each)
+                   CASE WHEN i % 10 < 3 THEN jsonb_build_object('order_id', 'o-' || i,
+                                                                'channel', (ARRAY['web', 'app', 'pos'])[1 + (i / 10) % 3])
+                        ELSE '{{}}'::jsonb END,
+                   created_at
               FROM gen ORDER BY i""",
         # The postings: the wallet's leg, the counterparty's, or a system account's.
         """INSERT INTO postings (entry_id, job_id, item, account, wallet_id, currency, amount, balance_after,
@@ -245,6 +250,11 @@ def _shared(r, p):
     return r.choice(p["shared_references"])
 
 
+def _order(r):
+    """An order id some transaction carries in its metadata (of any tenant: the searched one has 70% of them)."""
+    return f"o-{r.randrange(0, 100_000) * 10 + r.randrange(3)}"
+
+
 # name -> (list, wallet chooser or None, filters builder, page). "tenant": GET /transactions;
 # "wallet": GET /wallets/{id}/transactions. Builders return TransactionFilters keyword arguments.
 CASES: dict[str, tuple] = {
@@ -257,6 +267,10 @@ CASES: dict[str, tuple] = {
     "reference (unique)": ("tenant", None, lambda r, p: {"reference": r.choice(p["unique_references"])}, 1),
     "reference (shared by ~0.05%)": ("tenant", None, lambda r, p: {"reference": _shared(r, p)}, 1),
     "reference (absent)": ("tenant", None, lambda r, p: {"reference": f"absent-{r.random()}"}, 1),
+    "metadata order_id (unique)": ("tenant", None, lambda r, p: {"metadata": (("order_id", _order(r)),)}, 1),
+    "metadata channel=web (10%)": ("tenant", None, lambda r, p: {"metadata": (("channel", "web"),)}, 1),
+    "metadata channel + order_id": ("tenant", None, lambda r, p: {"metadata": (("channel", "app"),
+                                                                               ("order_id", _order(r)))}, 1),
     "min_amount=10000": ("tenant", None, lambda r, p: {"min_amount": Decimal("10000")}, 1),
     "max_amount=0.05": ("tenant", None, lambda r, p: {"max_amount": Decimal("0.05")}, 1),
     "amount 123.00-124.00": ("tenant", None, lambda r, p: {"min_amount": Decimal("123.00"),
@@ -292,6 +306,9 @@ CASES: dict[str, tuple] = {
     "wallet list: hot, no filter": ("wallet", _hot, lambda r, p: {}, 1),
     "wallet list: hot + type=REVERSAL": ("wallet", _hot, lambda r, p: {"types": ("REVERSAL",)}, 1),
     "wallet list: hot + reference (shared)": ("wallet", _hot, lambda r, p: {"reference": _shared(r, p)}, 1),
+    "wallet list: hot + metadata channel=web": ("wallet", _hot, lambda r, p: {"metadata": (("channel", "web"),)}, 1),
+    "type=TRANSFER + metadata channel=pos": ("tenant", None, lambda r, p: {"types": ("TRANSFER",),
+                                                                         "metadata": (("channel", "pos"),)}, 1),
     "wallet list: hot + min_amount=50000": ("wallet", _hot, lambda r, p: {"min_amount": Decimal("50000")}, 1),
     "wallet list: hot + from/to (1 day)": ("wallet", _hot, lambda r, p: _window(r, p, 1), 1),
     "wallet list: typical + type=CAPTURE": ("wallet", _typical, lambda r, p: {"types": ("CAPTURE",)}, 1),
@@ -306,6 +323,7 @@ def _measure(db_url: str, pools: dict, iterations: int, warmup: int, limit: int,
 
     settings.cache_clear()
     import numpy as np
+    from psycopg.types.json import Jsonb
 
     from app.adapters.db import engine
     from app.services import transaction_search as ts
@@ -350,8 +368,9 @@ def _measure(db_url: str, pools: dict, iterations: int, warmup: int, limit: int,
         compiled = statement(kind, wallet, filters, cursor).compile(
             dialect=engine().dialect, compile_kwargs={"render_postcompile": True})
         with engine().connect() as conn:
+            params = {k: Jsonb(v) if isinstance(v, dict) else v for k, v in compiled.params.items()}  # metadata
             plan = "\n".join(row[0] for row in conn.exec_driver_sql(
-                "EXPLAIN (ANALYZE, BUFFERS) " + str(compiled), compiled.params))
+                "EXPLAIN (ANALYZE, BUFFERS) " + str(compiled), params))
         arr = np.asarray(times)
         out[name] = {"p50_ms": round(float(np.percentile(arr, 50, method="inverted_cdf")), 2),
                      "p99_ms": round(float(np.percentile(arr, 99, method="inverted_cdf")), 2),
