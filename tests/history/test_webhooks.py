@@ -275,6 +275,7 @@ def test_metadata_travels_through_kafka_the_history_and_both_kinds_of_webhook(cl
 
     wait_for(in_history, timeout=30, what="the fund in the History API")
     assert in_history() == [md]
-    events = _all_events(stack["KAFKA_BOOTSTRAP_SERVERS"], stack["KAFKA_TOPIC"])
+    events = _all_events(stack["KAFKA_BOOTSTRAP_SERVERS"], stack["KAFKA_TOPIC"], json_only=True)
     assert [e["metadata"] for e in events if e.get("transaction_id") == transaction_id] == [md]
-    assert [e["metadata"] for e in events if e["event_type"] == "JOB_SUCCEEDED" and e["job_id"] == job["id"]] == [md]
+    assert [e["metadata"] for e in events if e.get("event_type") == "JOB_SUCCEEDED" and e.get("job_id") == job["id"]] \
+        == [md]
