@@ -85,16 +85,21 @@ def search_args(schema_class) -> dict:
     marshmallow schema states) added to its filters; every problem of either is one 422."""
     errors: dict = {}
     loaded: dict = {}
+    pairs, problems = metadata_filter(request.args)
+    args = {k: v for k, v in request.args.to_dict().items() if not is_metadata_param(k)}
+    # With metadata pairs the list is filtered: the schema (which sees no pairs) must not judge the cursor's order.
+    cursor = args.pop("cursor", None) if pairs else None
     try:
-        loaded = load(schema_class, {k: v for k, v in request.args.to_dict().items() if not is_metadata_param(k)})
+        loaded = load(schema_class, args)
     except ValidationError as e:
         errors.update(e.messages if isinstance(e.messages, dict) else {"_schema": e.messages})
-    pairs, problems = metadata_filter(request.args)
     if problems:
         errors["metadata"] = problems
-    elif pairs and loaded.get("cursor") and cursors.TRANSACTIONS.matches(loaded["cursor"]):
-        errors["cursor"] = ["is a cursor of the list without filters; it cannot continue this one: ask for the "
-                            "first page again"]
+    if cursor is not None:
+        if cursors.TRANSACTION_SEARCH.matches(cursor):
+            loaded["cursor"] = cursor
+        else:
+            errors["cursor"] = ["is not a cursor of this list (with filters): ask for the first page again"]
     if errors:
         raise ValidationError(errors)
     loaded["filters"] = replace(loaded["filters"], metadata=tuple(sorted(pairs.items())))

@@ -236,3 +236,29 @@ def test_invalid_search_parameters_are_422_keyed_by_parameter(client, query, fie
 def test_invalid_wallet_list_parameters_are_422_keyed_by_parameter(client, ledger, query, field):
     body = assert_problem(client.get(f"/wallets/{ledger['a']}/transactions?{query}"), 422, "VALIDATION_FAILED")
     assert list(body["errors"]) == [field], body
+
+
+def test_a_metadata_filter_pages_both_lists_with_their_cursors(client):
+    from tests.helpers import funded_wallet, run
+
+    w = funded_wallet(client, "100.00", user_id="md-search")
+    tag = f"t-{uuid.uuid4().hex[:8]}"
+    for _ in range(3):
+        assert run(client, f"/wallets/{w}/withdraw", {"amount": "1.00", "metadata": {"tag": tag}})["status"] \
+            == "succeeded"
+    run(client, f"/wallets/{w}/withdraw", {"amount": "1.00", "metadata": {"tag": "other"}})
+    for path in (f"/wallets/{w}/transactions", "/transactions"):
+        seen, cursor = [], None
+        while True:
+            r = client.get(f"{path}?metadata[tag]={tag}&limit=1" + (f"&cursor={cursor}" if cursor else ""))
+            assert r.status_code == 200, r.get_json()
+            seen += [t["metadata"]["tag"] for t in r.get_json()["items"]]
+            cursor = r.get_json()["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == [tag] * 3
+    version_cursor = client.get(f"/wallets/{w}/transactions?limit=1").get_json()["next_cursor"]
+    r = client.get(f"/wallets/{w}/transactions?metadata[tag]={tag}&cursor={version_cursor}")
+    assert r.status_code == 422 and "cursor" in r.get_json()["errors"]
+    r = client.get("/transactions?metadata[bad key]=x")
+    assert r.status_code == 422 and "metadata" in r.get_json()["errors"]
