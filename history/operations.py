@@ -28,6 +28,7 @@ class HistoryQuery(Schema):
     to = fields.AwareDateTime(format="iso")
     reference = fields.String(validate=validate.Length(1, 255), metadata={
         "pattern": "^[^\\x00]*$", "description": "only events whose transaction or hold has this reference"})
+    metadata = metadata_query.MetadataPairs()
 
 
 class WalletHistoryQuery(HistoryQuery):
@@ -70,8 +71,8 @@ OPERATIONS: dict[str, Operation] = {
                                tags=("operations",),
                                other_json_responses=((503, "Not ready: `down` names what stops the read model"),)),
     "history.wallet_history": Operation("A wallet's events, newest first by wallet version", response=HistoryPage,
-                                        query=WalletHistoryQuery, extra_params=(metadata_query.PARAMETER,)),
+                                        query=WalletHistoryQuery),
     "history.user_activity": Operation("A user's events across their wallets, newest first", response=HistoryPage,
-                                       query=UserActivityQuery, extra_params=(metadata_query.PARAMETER,)),
+                                       query=UserActivityQuery),
     "metrics.metrics_endpoint": Operation("Prometheus metrics (admin key)", tags=("operations",), text="text/plain"),
 }

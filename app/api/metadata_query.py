@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from marshmallow import ValidationError, fields
 from werkzeug.datastructures import MultiDict
 
 from app.domain import metadata as md
@@ -50,3 +51,29 @@ def metadata_filter(args: MultiDict) -> tuple[dict[str, str], list[str]]:
     except md.InvalidMetadata as e:
         problems.append(str(e))
     return pairs, problems
+
+
+class MetadataPairs(fields.Field):
+    """A schema's `metadata` filter: loads the whole query string (a MultiDict) into sorted (key, value) pairs.
+
+    The pairs are many parameters, which no marshmallow field can state, so the OpenAPI document shows
+    PARAMETER in the field's place (app.api.openapi).
+    """
+
+    openapi_parameter = PARAMETER
+
+    def _deserialize(self, value, attr, data, **kwargs) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, MultiDict):
+            raise ValidationError(MALFORMED)
+        pairs, problems = metadata_filter(value)
+        if problems:
+            raise ValidationError(problems)
+        return tuple(sorted(pairs.items()))
+
+
+def with_metadata_pairs(args: MultiDict) -> dict:
+    """A query string as a schema with a MetadataPairs field loads it: the pairs together under `metadata`."""
+    loaded = {name: value for name, value in args.to_dict().items() if not is_metadata_param(name)}
+    if any(is_metadata_param(name) for name in args):
+        loaded["metadata"] = args
+    return loaded

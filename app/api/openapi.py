@@ -77,7 +77,6 @@ class Operation:
     problems: tuple[int, ...] = ()  # further problem+json statuses the operation answers with
     success: int = 200  # the status of a read's or a synchronous change's answer (201 created, 204 no body)
     if_match: bool = False  # a command on a wallet: takes If-Match (412 when it does not hold)
-    extra_params: tuple[dict, ...] = ()  # parameters no marshmallow schema states (metadata[KEY]=VALUE)
     etag: bool = False  # a read that sends ETag (the wallet's version)
 
 
@@ -85,12 +84,19 @@ def _problem(description: str) -> dict:
     return {"description": description, "content": {"application/problem+json": {"schema": "Problem"}}}
 
 
+def _query_parameters(schema: type[Schema]) -> list[dict]:
+    """The schema's fields as query parameters; a field standing for many parameters (`metadata[KEY]=VALUE`)
+    documents itself with its `openapi_parameter`."""
+    own = {name: f.openapi_parameter for name, f in schema._declared_fields.items()
+           if hasattr(f, "openapi_parameter")}
+    return [{"in": "query", "schema": schema(exclude=tuple(own)) if own else schema}, *own.values()]
+
+
 def _operation(rule, method: str, op: Operation) -> dict:
     params = [{"name": name, "in": "path", "required": True, "schema": PATH_PARAMETERS.get(name, {"type": "string"})}
               for name in _PARAM.findall(rule.rule)]
     if op.query is not None:
-        params.append({"in": "query", "schema": op.query})
-    params.extend(op.extra_params)
+        params.extend(_query_parameters(op.query))
     params.append(REQUEST_ID_HEADER)
     doc: dict = {"summary": op.summary, "operationId": rule.endpoint.replace(".", "_"), "parameters": params,
                  "responses": {}, "tags": list(op.tags) or [rule.endpoint.split(".")[0]]}

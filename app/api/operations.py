@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from app.api import docs_schemas as out
-from app.api import metadata_query
 from app.api import schemas as body
 from app.api.openapi import Operation
 
@@ -23,7 +22,7 @@ OPERATIONS: dict[str, Operation] = {
                                            query=body.UserWalletsQuerySchema),
     "wallets.list_transactions": Operation(
         "List or search a wallet's transactions, newest first", response=out.TransactionList,
-        query=body.TransactionsQuerySchema, extra_params=(metadata_query.PARAMETER,),
+        query=body.TransactionsQuerySchema,
         description="Without filters: newest first in the wallet's own order, by version (cursor: the version). "
                     "With filters (they combine with AND): what `GET /transactions?wallet_id=` finds, newest first "
                     "by `created_at`, then `id` (cursor: `<created_at µs>.<id hex>`); a cursor of the other order "
@@ -53,7 +52,7 @@ OPERATIONS: dict[str, Operation] = {
     "holds.void_hold": Operation("Void a hold", body=body.EmptySchema, command=True),
     "transactions.search_transactions": Operation(
         "Search the tenant's transactions, newest first", response=out.TransactionList,
-        query=body.TransactionSearchQuerySchema, extra_params=(metadata_query.PARAMETER,),
+        query=body.TransactionSearchQuerySchema,
         description="Newest first by `created_at`, then `id`. Filters combine with AND; `wallet_id` matches a "
                     "transaction the wallet takes part in, as its wallet or its counterparty. 422 when `from` is "
                     "after `to` or `min_amount` is more than `max_amount`."),

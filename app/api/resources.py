@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from decimal import Decimal
 
 from flask import request
-from marshmallow import ValidationError
 
 from app.api.context import current_tenant
-from app.api.metadata_query import is_metadata_param, metadata_filter
+from app.api.metadata_query import with_metadata_pairs
 from app.api.problems import ApiError, validation_failed
 from app.api.schemas import PRINTABLE, load
 from app.domain.errors import InvalidAmount
 from app.domain.money import parse_amount
-from app.services import cursors, queries
+from app.services import queries
 
 
 def _is_uuid(value: str) -> bool:
@@ -77,30 +75,6 @@ def amount_in(currency: str, value: str | None, field: str = "amount", allow_zer
 
 
 def query_args(schema_class) -> dict:
-    return load(schema_class, request.args.to_dict())
-
-
-def search_args(schema_class) -> dict:
-    """A transaction search's query string: the schema's parameters, and `metadata[KEY]=VALUE` pairs (which no
-    marshmallow schema states) added to its filters; every problem of either is one 422."""
-    errors: dict = {}
-    loaded: dict = {}
-    pairs, problems = metadata_filter(request.args)
-    args = {k: v for k, v in request.args.to_dict().items() if not is_metadata_param(k)}
-    # With metadata pairs the list is filtered: the schema (which sees no pairs) must not judge the cursor's order.
-    cursor = args.pop("cursor", None) if pairs else None
-    try:
-        loaded = load(schema_class, args)
-    except ValidationError as e:
-        errors.update(e.messages if isinstance(e.messages, dict) else {"_schema": e.messages})
-    if problems:
-        errors["metadata"] = problems
-    if cursor is not None:
-        if cursors.TRANSACTION_SEARCH.matches(cursor):
-            loaded["cursor"] = cursor
-        else:
-            errors["cursor"] = ["is not a cursor of this list (with filters): ask for the first page again"]
-    if errors:
-        raise ValidationError(errors)
-    loaded["filters"] = replace(loaded["filters"], metadata=tuple(sorted(pairs.items())))
-    return loaded
+    """The query string loaded by the schema (422 on any problem); `metadata[KEY]=VALUE` pairs go to its
+    `metadata` field together (app.api.metadata_query.MetadataPairs)."""
+    return load(schema_class, with_metadata_pairs(request.args))

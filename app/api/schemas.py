@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from app.api.metadata_query import MetadataPairs
 from app.domain import metadata as md
 from app.domain.errors import InvalidAmount
 from app.domain.holds import DEFAULT_EXPIRES_IN_SECONDS, MAX_EXPIRES_IN_SECONDS
@@ -158,6 +159,7 @@ class TransactionFiltersSchema(PageQuerySchema):
     from_ = fields.AwareDateTime(format="iso", data_key="from",
                                  metadata={"description": "created at or after this instant (RFC 3339)"})
     to = fields.AwareDateTime(format="iso", metadata={"description": "created before this instant (RFC 3339)"})
+    metadata = MetadataPairs()
 
     @validates_schema
     def _bounds_in_order(self, data, **kwargs):
@@ -179,11 +181,11 @@ class TransactionFiltersSchema(PageQuerySchema):
         filters = TransactionFilters(
             wallet_id=None if wallet_id is None else str(wallet_id), types=data.get("type", ()),
             reference=data.get("reference"), min_amount=amount("min_amount"), max_amount=amount("max_amount"),
-            since=data.get("from_"), until=data.get("to"))
+            since=data.get("from_"), until=data.get("to"), metadata=data.get("metadata", ()))
         return {"limit": data["limit"], "cursor": data.get("cursor"), "filters": filters}
 
 
-_FILTERS = ("type", "reference", "min_amount", "max_amount", "from_", "to")
+_FILTERS = ("type", "reference", "min_amount", "max_amount", "from_", "to", "metadata")
 _OTHER_ORDER = "is a cursor of the list {}; it cannot continue this one: ask for the first page again"
 
 

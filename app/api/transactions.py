@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify
 from app.api.commands import accept
 from app.api.context import current_tenant, json_body
 from app.api.problems import validation_failed
-from app.api.resources import amount_in, require_transaction, search_args
+from app.api.resources import amount_in, query_args, require_transaction
 from app.api.schemas import ReverseSchema, TransactionSearchQuerySchema, load
 from app.domain import commands
 from app.domain.ledger import REVERSIBLE_TYPES
@@ -18,7 +18,7 @@ bp = Blueprint("transactions", __name__)
 
 @bp.get("/transactions")
 def search_transactions():
-    args = search_args(TransactionSearchQuerySchema)
+    args = query_args(TransactionSearchQuerySchema)
     return jsonify(transaction_search.search(current_tenant(), args["filters"], args["limit"], args["cursor"]))
 
 

@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify
 from app.api.commands import accept
 from app.api.context import current_tenant, json_body
 from app.api.problems import validation_failed
-from app.api.resources import amount_in, query_args, require_wallet, search_args, user_id_in_path
+from app.api.resources import amount_in, query_args, require_wallet, user_id_in_path
 from app.api.schemas import (
     BalanceQuerySchema, CreateWalletSchema, EmptySchema, FreezeSchema, LimitsSchema, StatementQuerySchema,
     TransactionsQuerySchema, UserWalletsQuerySchema, load,
@@ -45,7 +45,7 @@ def list_user_wallets(user_id: str):
 
 @bp.get("/wallets/<wallet_id>/transactions")
 def list_transactions(wallet_id: str):
-    args = search_args(TransactionsQuerySchema)
+    args = query_args(TransactionsQuerySchema)
     wallet = require_wallet(wallet_id)
     return jsonify(transaction_search.wallet_transactions(str(wallet["id"]), current_tenant(), args["filters"],
                                                           args["limit"], args["cursor"]))

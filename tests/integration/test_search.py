@@ -230,6 +230,8 @@ def test_invalid_search_parameters_are_422_keyed_by_parameter(client, query, fie
 @pytest.mark.parametrize("query, field", [
     ("wallet_id=00000000-0000-0000-0000-000000000000", "wallet_id"),  # the path names the wallet
     (f"cursor=1.{'0' * 32}", "cursor"), ("type=FUND&cursor=12", "cursor"), ("cursor=1.2", "cursor"),
+    ("metadata[tag]=x&cursor=0", "cursor"),  # a metadata filter alone is a filter: the cursor must be a search's
+    ("metadata[tag]=x&metadata[tag]=y", "metadata"), ("metadata=x", "metadata"),
     ("type=TRANSFER;FUND", "type"), ("min_amount=.5", "min_amount"),
     ("from=2026-01-02T01:00:00%2B01:00&to=2026-01-01T23:59:59Z", "from"),
 ])
@@ -259,6 +261,8 @@ def test_a_metadata_filter_pages_both_lists_with_their_cursors(client):
         assert seen == [tag] * 3
     version_cursor = client.get(f"/wallets/{w}/transactions?limit=1").get_json()["next_cursor"]
     r = client.get(f"/wallets/{w}/transactions?metadata[tag]={tag}&cursor={version_cursor}")
-    assert r.status_code == 422 and "cursor" in r.get_json()["errors"]
+    assert r.status_code == 422
+    assert r.get_json()["errors"] == {"cursor": ["is a cursor of the list without filters; it cannot continue "
+                                                 "this one: ask for the first page again"]}
     r = client.get("/transactions?metadata[bad key]=x")
     assert r.status_code == 422 and "metadata" in r.get_json()["errors"]
