@@ -7,7 +7,6 @@ import time
 from flask import Response, jsonify, request
 
 from app.api.context import json_body, owner_tenant, request_id
-from app.api.patterns import ENTITY_TAG, IF_MATCH_PATTERN
 from app.api.problems import ApiError
 from app.config import settings
 from app.domain import commands
@@ -19,7 +18,9 @@ from app.services.views import job_view
 _IDEMPOTENCY_KEY = re.compile(r"\A[\x20-\x7e]{1,255}\Z")
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 FINAL = FINAL_STATUSES
-_IF_MATCH = re.compile(IF_MATCH_PATTERN)
+# RFC 9110 If-Match: "*" or a comma-separated list of entity tags. A wallet's ETag is its version, strong: "7".
+_ENTITY_TAG = r'(?:W/)?"[\x21\x23-\x7e]*"'
+_IF_MATCH = re.compile(rf'^[ \t]*(?:\*|{_ENTITY_TAG}(?:[ \t]*,[ \t]*{_ENTITY_TAG})*)[ \t]*$')
 _STRONG_VERSION_TAG = re.compile(r'^"([0-9]{1,18})"$')
 # The commands whose path names a wallet (its ETag is what If-Match compares); the others' targets have none.
 WALLET_PATH_COMMANDS = frozenset({commands.FUND, commands.WITHDRAW, commands.TRANSFER, commands.PLACE_HOLD,
@@ -50,7 +51,7 @@ def if_match(command_type: str, command) -> tuple[str, list[int]] | None:
     if command_type not in WALLET_PATH_COMMANDS:
         raise PreconditionFailed("only a command whose path names a wallet can be made conditional: "
                                  "this resource has no ETag")
-    tags = [t.strip() for t in re.findall(ENTITY_TAG, value)]
+    tags = [t.strip() for t in re.findall(_ENTITY_TAG, value)]
     versions = [int(m.group(1)) for m in map(_STRONG_VERSION_TAG.match, tags) if m is not None]
     return command.wallet_id, versions
 
