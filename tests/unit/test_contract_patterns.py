@@ -18,12 +18,16 @@ FORMATS = [cursors.USER_WALLETS, cursors.TRANSACTIONS, cursors.TRANSACTION_SEARC
            cursors.WALLET_HISTORY, cursors.USER_ACTIVITY]
 
 
-def _accepted(amount: str) -> bool:
+def _loads(schema, body: dict) -> bool:
     try:
-        load(FundSchema, {"amount": amount})
+        load(schema, body)
         return True
     except ValidationError:
         return False
+
+
+def _accepted(amount: str) -> bool:
+    return _loads(FundSchema, {"amount": amount})
 
 
 @settings(max_examples=500, deadline=None)
@@ -39,11 +43,7 @@ def test_an_amount_is_accepted_exactly_when_the_pattern_matches(text):
 
 
 def _overdraft_accepted(amount: str) -> bool:
-    try:
-        load(LimitsSchema, {"overdraft_limit": amount})
-        return True
-    except ValidationError:
-        return False
+    return _loads(LimitsSchema, {"overdraft_limit": amount})
 
 
 @settings(max_examples=1000, deadline=None)
