@@ -273,6 +273,11 @@ def fan_out(messages: list) -> tuple[int, int]:
 # -- one attempt ---------------------------------------------------------------------------------------------
 
 
+# The lease and the record of an attempt commit without waiting for the WAL flush (synchronous_commit off, for
+# their transaction only, set in the statement: no extra round trip). One lost in a PostgreSQL crash (the last
+# few milliseconds) only means the delivery is attempted again, with the same webhook-id: at least once allows
+# it. Waiting for the flush twice per attempt made WAL flushes the webhook worker's bottleneck under load.
+
 # Due and not held by another attempt. The lease outlives any attempt (10 s per phase); a worker killed
 # mid-attempt frees its deliveries when their leases run out (WEBHOOK_LEASE_S). On the `webhooks` queue an
 # endpoint gets at most MAIN_SHARE attempts at once, and none once an attempt has failed, so a receiver that
@@ -280,7 +285,7 @@ def fan_out(messages: list) -> tuple[int, int]:
 _LEASE = """
     UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => :lease_s), leased_by = :worker,
            updated_at = now()
-      FROM webhook_endpoints e
+      FROM webhook_endpoints e, (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
      WHERE d.id = CAST(:id AS uuid) AND e.id = d.endpoint_id AND d.status = 'pending'
        AND d.next_attempt_at <= now() + interval '2 seconds'  -- a countdown timed by the worker's clock
        AND (d.lease_until IS NULL OR d.lease_until < now())
@@ -330,18 +335,9 @@ _RECORD = """
            next_attempt_at = now() + make_interval(secs => :retry_in_s), lease_until = NULL,
            enqueued_at = CASE WHEN :self_scheduled THEN now() + make_interval(secs => :retry_in_s) END,
            completed_at = CASE WHEN :status = 'pending' THEN NULL ELSE now() END, updated_at = now()
+      FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
      WHERE id = CAST(:id AS uuid) AND attempts = :attempt - 1
 """
-
-
-def _commit_without_waiting_for_the_wal(conn) -> None:
-    """This transaction's commit does not wait for the WAL flush (synchronous_commit off, for it only).
-
-    A lease or an attempt's record lost in a PostgreSQL crash (the last few milliseconds) only means the delivery
-    is attempted again, with the same webhook-id: at least once allows it. Waiting for the flush twice per
-    attempt made WAL flushes the webhook worker's bottleneck under load.
-    """
-    run_sql(conn, "SELECT set_config('synchronous_commit', 'off', true)", {})
 
 
 def _self_scheduled(outcome: rules.Outcome) -> bool:
@@ -374,7 +370,6 @@ def attempt(delivery_id: str, failing_queue: bool = False, worker: str | None = 
     # PostgreSQL's, and the two could deadlock).
     touch_endpoint = not succeeded or lease["failing_since"] is not None or outcome.disable_endpoint
     with engine().begin() as conn:
-        _commit_without_waiting_for_the_wal(conn)
         if touch_endpoint:
             run_sql(conn, "SELECT 1 FROM webhook_endpoints WHERE id = CAST(:endpoint AS uuid) FOR NO KEY UPDATE",
                     {"endpoint": lease["endpoint_id"]})
@@ -405,7 +400,6 @@ def _lease(delivery_id: str, failing_queue: bool, worker: str | None):
     pause, deadline = BUSY_POLL_S, time.monotonic() + BUSY_WAIT_MAX_S
     while True:
         with engine().begin() as conn:
-            _commit_without_waiting_for_the_wal(conn)
             lease = run_sql(conn, _LEASE, {"id": delivery_id, "lease_s": lease_s, "failing_queue": failing_queue,
                                            "share": MAIN_SHARE, "worker": worker}).mappings().first()
             if lease is not None or failing_queue:
