@@ -992,10 +992,18 @@ def wait_quiescent(bound: float, progress, webhooks: Webhooks | None = None
     state = ""
     ledger = None
     while time.monotonic() - t0 < bound:
-        ok, state = quiescent(webhooks=webhooks)
+        # Once the ledger's pipeline was quiescent, only the webhooks are polled: `history compare` reads the whole
+        # ledger and history in this process, seconds of CPU under the GIL that the receiver's threads need, so
+        # polling it slowed the very deliveries being waited for. The end is confirmed with the full check.
+        full = ledger is None
+        ok, state = quiescent(history_check=full, webhooks=webhooks)
         progress(state)
         if ledger is None and (ok or state.startswith("webhooks:")):
             ledger = time.monotonic() - t0
+        if ok and not full:
+            ok, state = quiescent(webhooks=webhooks)  # anything new meanwhile (a hold's expiry) is checked too
+            if not ok:
+                ledger = None
         if ok:
             return time.monotonic() - t0, state, ledger
         time.sleep(1.0)
