@@ -58,6 +58,7 @@ def test_the_readme_walkthrough_runs_as_printed(api_url):
     assert '"type": "CAPTURE"' in out and '"type": "REVERSAL"' in out
     assert '"closing_balance": "51.00"' in out  # 68.50 - 12.50 captured - 7.00 withdrawn + 2.00 reversed
     assert '"overdraft_limit": "10.00"' in out and '"ticket": "T-7"' in out  # If-Match and metadata
+    assert '"balance": "100.00"' in out and '"as_of"' in out  # the balance as of the top-up's instant
 
 
 def test_gunicorn_serves_problem_json_for_malformed_requests(api_url):
